@@ -1,0 +1,189 @@
+"""Checkpoint files: full, human-readable snapshots of a job, materialised from its state.
+
+The journal is the source of truth; a checkpoint is the same state written out as one JSON file
+(`jq . latest.json` tells where the job stands). Snapshots are taken in the event loop (cheap
+copies of compact arrays) and encoded and written on a worker thread, skipping versions when
+completions arrive faster than files can be written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from prodigy.errors import StateError
+from prodigy.state import STATUS_NAMES, ItemStatus, JobState, counts, phase
+from prodigy.store import JobDir, write_checkpoint
+
+FORMAT = "prodigy-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """The unchanging facts about a job that every checkpoint repeats."""
+
+    job_id: str
+    workflow_path: str
+    workflow_hash: str
+    workflow_config: dict[str, Any]
+    workdir: str
+    reduce_steps: int
+    created_at: str
+
+
+def snapshot(state: JobState) -> JobState:
+    """A copy safe to encode on another thread while the engine keeps mutating the original."""
+    return JobState(
+        version=state.version,
+        setup_done=state.setup_done,
+        setup_outputs=dict(state.setup_outputs),
+        item_count=state.item_count,
+        status=bytearray(state.status),
+        attempts=list(state.attempts),
+        limits=list(state.limits),
+        results=dict(state.results),
+        history={i: list(h) for i, h in state.history.items()},
+        reduce_done=state.reduce_done,
+        reduce_outputs=dict(state.reduce_outputs),
+        ended=state.ended,
+        end_reason=state.end_reason,
+        cost_usd=state.cost_usd,
+        input_tokens=state.input_tokens,
+        output_tokens=state.output_tokens,
+    )
+
+
+def checkpoint_document(state: JobState, info: JobInfo, item_ids: list[str]) -> dict[str, Any]:
+    c = counts(state)
+    items: list[dict[str, Any]] = []
+    for i, status in enumerate(state.status):
+        entry: dict[str, Any] = {
+            "id": item_ids[i] if i < len(item_ids) else f"#{i}",
+            "status": STATUS_NAMES[ItemStatus(status)],
+            "attempts": state.attempts[i],
+            "max_attempts": state.limits[i],
+        }
+        last = state.results.get(i)
+        if last is not None:
+            entry["result"] = last
+        if i in state.history:
+            entry["failed_attempts"] = state.history[i]
+        items.append(entry)
+    return {
+        "format": FORMAT,
+        "job_id": info.job_id,
+        "version": state.version,
+        "phase": phase(state, info.reduce_steps),
+        "status": state.ended or "running",
+        "created_at": info.created_at,
+        "workflow": {
+            "path": info.workflow_path,
+            "hash": info.workflow_hash,
+            "config": info.workflow_config,
+        },
+        "workdir": info.workdir,
+        "items_file": "items.jsonl",
+        "counts": {
+            "total": c.total,
+            "pending": c.pending,
+            "running": c.running,
+            "succeeded": c.succeeded,
+            "failed_retriable": c.retriable,
+            "dead_lettered": c.dead,
+            "skipped": c.skipped,
+        },
+        "setup": {"completed": state.setup_done, "outputs": state.setup_outputs},
+        "reduce": {
+            "steps_total": info.reduce_steps,
+            "steps_completed": state.reduce_done,
+            "outputs": state.reduce_outputs,
+        },
+        "cost": {
+            "usd": round(state.cost_usd, 6),
+            "input_tokens": state.input_tokens,
+            "output_tokens": state.output_tokens,
+        },
+        "dlq": [item_ids[i] for i in state.indexes_with(ItemStatus.DEAD) if i < len(item_ids)],
+        "items": items,
+    }
+
+
+def encode_checkpoint(document: dict[str, Any]) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(document), indent=1) + b"\n"
+
+
+def read_checkpoint(job: JobDir, version: int | None = None) -> dict[str, Any]:
+    """Parse one checkpoint file (the latest by default); a damaged file is a StateError."""
+    path = job.latest if version is None else job.checkpoint(version)
+    try:
+        data = msgspec.json.decode(path.read_bytes())
+    except FileNotFoundError:
+        raise StateError(f"Checkpoint not found: {path} does not exist.") from None
+    except msgspec.DecodeError as exc:
+        target = path.resolve()
+        older = [v for v in job.checkpoint_versions() if job.checkpoint(v) != target]
+        listing = ", ".join(f"v{v}" for v in older) or "none on disk"
+        raise StateError(
+            f"Checkpoint {target} is corrupt ({exc}); it has been left untouched.",
+            hint=(
+                f"Older checkpoints: {listing}. Resume from an older version with "
+                f"`prodigy resume-job {job.job_id} --from-checkpoint N`, or pass --force to "
+                "rebuild from the journal."
+            ),
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise StateError(f"Checkpoint {path} is not a prodigy checkpoint.")
+    return data
+
+
+class CheckpointWriter:
+    """Writes checkpoint files in the background; never more than one write in flight."""
+
+    def __init__(
+        self,
+        job: JobDir,
+        info: JobInfo,
+        item_ids: list[str],
+        keep: int,
+        after_write: Callable[[JobState], None] | None = None,
+    ) -> None:
+        self.after_write = after_write
+        self.job = job
+        self.info = info
+        self.item_ids = item_ids
+        self.keep = keep
+        self.written_version = job.latest_version()
+        self._task: asyncio.Task[None] | None = None
+        self._wanted: JobState | None = None
+
+    def write_now(self, state: JobState) -> None:
+        """Synchronous write of this exact version (start, end and interruption)."""
+        doc = checkpoint_document(state, self.info, self.item_ids)
+        write_checkpoint(self.job, state.version, encode_checkpoint(doc), self.keep)
+        self.written_version = state.version
+
+    def request(self, state: JobState) -> None:
+        """Ask for a checkpoint of the current state; coalesces with a write in progress."""
+        self._wanted = snapshot(state)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._wanted is not None:
+            wanted, self._wanted = self._wanted, None
+            if wanted.version == self.written_version:
+                continue
+            await asyncio.to_thread(self._write_and_report, wanted)
+
+    def _write_and_report(self, state: JobState) -> None:
+        self.write_now(state)
+        if self.after_write is not None:
+            self.after_write(state)
+
+    async def flush(self) -> None:
+        if self._task is not None:
+            await self._task

@@ -1,0 +1,1 @@
+"""The `prodigy` command line: one module per command group, errors caught once in `main`."""

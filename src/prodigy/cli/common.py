@@ -1,0 +1,54 @@
+"""Pieces shared by the commands that run items: the Claude pre-flight and starting a runner."""
+
+from __future__ import annotations
+
+import os
+
+from prodigy.engine import JobRunner, RunOptions, run_job
+from prodigy.errors import ProdigyError
+from prodigy.events import EventLog
+from prodigy.job import JobMetadata
+from prodigy.journal import Journal
+from prodigy.progress import make_reporter
+from prodigy.state import JobState
+from prodigy.steps import claude_available
+from prodigy.store import JobDir
+from prodigy.workflow import Workflow
+
+
+def claude_bin() -> str:
+    return os.environ.get("PRODIGY_CLAUDE_BIN") or "claude"
+
+
+def check_claude(workflow: Workflow) -> None:
+    """A workflow with claude steps needs the Claude CLI before anything runs."""
+    if workflow.uses_claude() and not claude_available(claude_bin()):
+        raise ProdigyError(
+            f"The Claude Code CLI {claude_bin()!r} cannot be found or run, and this workflow "
+            "has claude steps.",
+            hint="Install it (`npm install -g @anthropic-ai/claude-code`) or point "
+            "PRODIGY_CLAUDE_BIN at the executable.",
+        )
+
+
+def execute(
+    job: JobDir,
+    meta: JobMetadata,
+    workflow: Workflow,
+    state: JobState,
+    journal_valid_bytes: int | None,
+    options: RunOptions,
+    first_event: str,
+    **event_fields: object,
+) -> int:
+    """Open the journal and events log and run the job to its end or interruption."""
+    journal = Journal(job.journal, journal_valid_bytes)
+    events = EventLog(job.events, job.job_id)
+    events.emit(first_event, workflow=meta.workflow_path, **event_fields)
+    runner = JobRunner(
+        job, meta, workflow, state, journal, events, make_reporter(), options
+    )
+    try:
+        return run_job(runner)
+    finally:
+        events.close()

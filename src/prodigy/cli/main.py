@@ -1,0 +1,75 @@
+"""Entry point: the `prodigy` group, global options and the one place errors become messages.
+
+Deep code raises `ProdigyError`; here it becomes one sentence on stderr and an exit code. A
+traceback is shown only with `-v`.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from prodigy import __version__
+from prodigy.errors import EXIT_FAILURE, EXIT_SIGINT, ProdigyError
+
+
+class Settings:
+    verbose = 0
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More detail; -v also shows tracebacks.")
+@click.version_option(__version__, prog_name="prodigy")
+def cli(verbose: int) -> None:
+    """Run MapReduce workflows of shell and Claude agents, durably and resumably."""
+    Settings.verbose = verbose
+
+
+def _register() -> None:
+    from prodigy.cli import resume, run
+
+    cli.add_command(run.cook)
+    cli.add_command(run.run_alias)
+    cli.add_command(resume.resume)
+    cli.add_command(resume.resume_job)
+
+
+_register()
+
+
+def report_error(exc: ProdigyError) -> None:
+    message = exc.message if not exc.hint else f"{exc.message} {exc.hint}"
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        result = cli.main(args=args, prog_name="prodigy", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        print("Aborted.", file=sys.stderr)
+        sys.exit(EXIT_FAILURE)
+    except ProdigyError as exc:
+        if Settings.verbose:
+            traceback.print_exc()
+        report_error(exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        sys.exit(EXIT_SIGINT)
+    except Exception as exc:  # the last line of defence: never a bare traceback
+        if Settings.verbose:
+            traceback.print_exc()
+        print(
+            f"error: internal error: {exc!r}. Run again with -v for the traceback and report it.",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_FAILURE)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,314 @@
+"""`prodigy resume` and `prodigy resume-job`: validate a stopped job and run it to the end.
+
+Resume holds the job's lock from before it reads the state until the run ends, so nothing
+changes the job between validation and running.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from prodigy.checkpoint import read_checkpoint
+from prodigy.cli.common import check_claude, claude_bin, execute
+from prodigy.engine import RunOptions
+from prodigy.errors import ProdigyError, StateError
+from prodigy.events import EventLog
+from prodigy.job import read_job_metadata
+from prodigy.journal import Journal, read_journal
+from prodigy.lock import JobLock
+from prodigy.state import (
+    ItemStatus,
+    JobState,
+    Requeued,
+    RolledBack,
+    counts,
+    phase,
+    replay,
+)
+from prodigy.store import JobDir, find_job, find_repository, list_jobs
+from prodigy.workflow import Workflow, load_workflow
+
+
+def _say(text: str) -> None:
+    click.echo(text)
+
+
+def _warn(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _set_aside_corrupt(job: JobDir) -> None:
+    """Keep a damaged latest checkpoint under a name that no write or retention touches."""
+    target = job.latest.resolve()
+    if target.exists():
+        aside = target.with_name(f"corrupt-{target.name}")
+        os.replace(target, aside)
+        _warn(f"The damaged checkpoint was kept as {aside}.")
+    job.latest.unlink(missing_ok=True)
+
+
+def _check_consistency(job: JobDir, checkpoint: dict[str, Any], records: list[Any],
+                       state: JobState) -> None:
+    if checkpoint.get("job_id") != job.job_id:
+        raise StateError(
+            f"Checkpoint {job.latest.resolve()} belongs to job {checkpoint.get('job_id')!r}, "
+            f"not {job.job_id}.",
+            hint="Pass --skip-validation to rebuild the state from the journal instead.",
+        )
+    version = int(checkpoint.get("version", -1))
+    if version > state.version or version < 0:
+        raise StateError(
+            f"Checkpoint v{version} of job {job.job_id} is ahead of its journal "
+            f"(v{state.version}): the state is inconsistent.",
+            hint="Pass --skip-validation to trust the journal, or --from-checkpoint N.",
+        )
+    at = counts(replay(records, version))
+    stored = checkpoint.get("counts", {})
+    expected = {"total": at.total, "succeeded": at.succeeded, "dead_lettered": at.dead}
+    found = {key: stored.get(key) for key in expected}
+    if expected != found:
+        raise StateError(
+            f"Checkpoint v{version} of job {job.job_id} disagrees with its journal "
+            f"(checkpoint {found}, journal {expected}): the state is inconsistent.",
+            hint="Pass --skip-validation to trust the journal, or --from-checkpoint N.",
+        )
+
+
+def _load_workflow(job: JobDir, path: Path, workflow_hash: str, skip_validation: bool) -> Workflow:
+    if not path.exists():
+        raise ProdigyError(
+            f"Workflow file not found: {path} (job {job.job_id} was started from it).",
+            hint="Restore it or recreate a workflow with the same structure at that path, then "
+            f"run `prodigy resume-job {job.job_id}` again.",
+        )
+    workflow = load_workflow(path)
+    if workflow.source_hash != workflow_hash and not skip_validation:
+        raise ProdigyError(
+            f"Workflow file {path} has changed since job {job.job_id} started, so resuming "
+            "could mix two different workflows.",
+            hint="Restore the original file, or pass --skip-validation to resume with the "
+            "changed one.",
+        )
+    return workflow
+
+
+def _fresh_limits(state: JobState, indexes: list[int], workflow: Workflow, extra: int) -> list[int]:
+    rounds = workflow.error_policy.retry_config.max_attempts + extra
+    return [state.attempts[i] + rounds for i in indexes]
+
+
+def resume_job_id(
+    job_id: str,
+    force: bool = False,
+    max_parallel: int | None = None,
+    max_additional_retries: int = 0,
+    skip_validation: bool = False,
+    from_checkpoint: int | None = None,
+) -> int:
+    job = find_job(job_id)
+    lock = JobLock(job.lock, job.job_id, "resume")
+    lock.acquire()
+    try:
+        if lock.taken_over is not None:
+            _warn(
+                f"Taking over the lock of job {job.job_id} left by "
+                f"{lock.taken_over.describe()}, which is no longer running."
+            )
+        return _resume_locked(
+            job, force, max_parallel, max_additional_retries, skip_validation, from_checkpoint
+        )
+    finally:
+        lock.release()
+
+
+def _resume_locked(
+    job: JobDir,
+    force: bool,
+    max_parallel: int | None,
+    extra_retries: int,
+    skip_validation: bool,
+    from_checkpoint: int | None,
+) -> int:
+    meta = read_job_metadata(job)
+    contents = read_journal(job.journal)
+    records = contents.records
+    state = replay(records)
+    latest_damaged = False
+    try:
+        checkpoint = read_checkpoint(job) if job.latest.exists() else None
+    except StateError:
+        if from_checkpoint is None and not force:
+            raise
+        latest_damaged = True
+        checkpoint = None
+        _warn(
+            f"The latest checkpoint of job {job.job_id} is unreadable; rebuilding from the "
+            "journal instead."
+        )
+    if checkpoint is not None and not skip_validation:
+        _check_consistency(job, checkpoint, records, state)
+    workflow = _load_workflow(job, Path(meta.workflow_path), meta.workflow_hash, skip_validation)
+    check_claude(workflow)
+
+    _say(f"Resuming job {job.job_id}")
+    requeue: list[int] = []
+    limits: list[int] = []
+    rerun_reduce = False
+    if from_checkpoint is not None:
+        if not 0 <= from_checkpoint <= state.version:
+            on_disk = ", ".join(f"v{v}" for v in job.checkpoint_versions()) or "none"
+            raise ProdigyError(
+                f"Checkpoint v{from_checkpoint} does not exist for job {job.job_id}: versions "
+                f"0 to {state.version} can be restored (checkpoint files on disk: {on_disk}).",
+                exit_code=1,
+            )
+        _say(f"Loading checkpoint v{from_checkpoint}...")
+        target = replay(records, from_checkpoint)
+        tc = counts(target)
+        _say(f"Rolling back to: {tc.succeeded} completed, {tc.remaining} remaining")
+    else:
+        c = counts(state)
+        extra = f", {c.dead} in DLQ" if c.dead else ""
+        _say(
+            f"Loaded checkpoint v{state.version}: {c.succeeded} completed, "
+            f"{c.remaining} remaining{extra}"
+        )
+        current = phase(state, len(workflow.reduce))
+        dead = state.indexes_with(ItemStatus.DEAD, ItemStatus.SKIPPED)
+        if current == "done":
+            if force:
+                requeue = dead
+                limits = _fresh_limits(state, dead, workflow, extra_retries)
+                rerun_reduce = True
+                _say(
+                    f"Forcing a re-run of {len(dead)} failed items and the reduce phase of "
+                    "a completed job"
+                )
+            elif c.dead:
+                raise ProdigyError(
+                    f"No retriable items found in job {job.job_id}: nothing is pending and the "
+                    f"{c.dead} failed items are in the DLQ.",
+                    hint=f"Use --force to retry them anyway, or `prodigy dlq reprocess "
+                    f"{job.job_id}`.",
+                )
+            elif skip_validation:
+                _say(f"Job {job.job_id} is complete: nothing is left to run.")
+                return 0
+            else:
+                raise ProdigyError(
+                    f"Job {job.job_id} is already complete ({c.succeeded}/{c.total} items "
+                    "succeeded, reduce done).",
+                    hint="Use --force to re-run its reduce phase.",
+                )
+        else:
+            if force and state.indexes_with(ItemStatus.DEAD):
+                requeue = state.indexes_with(ItemStatus.DEAD)
+                limits = _fresh_limits(state, requeue, workflow, extra_retries)
+                _say(f"Forcing {len(requeue)} DLQ items back into the queue")
+            retriable = state.indexes_with(ItemStatus.FAILED)
+            if extra_retries:
+                _say(f"Resuming with {len(retriable)} retriable items")
+                _say(f"Granting {extra_retries} additional retry attempts")
+                requeue += retriable
+                limits += [state.limits[i] + extra_retries for i in retriable]
+            if current == "reduce":
+                _say(
+                    f"Map phase finished; resuming the reduce phase at step "
+                    f"{state.reduce_done + 1} of {len(workflow.reduce)}"
+                )
+
+    if latest_damaged:
+        _set_aside_corrupt(job)
+    journal = Journal(job.journal, contents.valid_bytes)
+    try:
+        if from_checkpoint is not None:
+            journal.append_now([RolledBack(to_version=from_checkpoint)])
+            events = EventLog(job.events, job.job_id)
+            events.emit(
+                "checkpoint_restored", version=from_checkpoint, new_version=state.version + 1
+            )
+            events.close()
+        if requeue or rerun_reduce:
+            journal.append_now([Requeued(indexes=requeue, limits=limits,
+                                         rerun_reduce=rerun_reduce)])
+    finally:
+        journal.close()
+    contents = read_journal(job.journal)
+    state = replay(contents.records)
+
+    configured = workflow.map.max_parallel
+    parallel = max_parallel or configured
+    remaining = counts(state).remaining
+    if from_checkpoint is not None:
+        _say(f"Continuing from checkpoint v{from_checkpoint}...")
+    elif max_parallel is not None and max_parallel != configured:
+        _say(f"Resuming job with max_parallel override: {configured} -> {max_parallel}")
+        _say(f"Processing {remaining} remaining items with {max_parallel} parallel agents...")
+    elif phase(state, len(workflow.reduce)) == "map":
+        _say(f"Continuing with {remaining} pending items...")
+    options = RunOptions(max_parallel=parallel, claude_bin=claude_bin())
+    return execute(
+        job, meta, workflow, state, contents.valid_bytes, options, "job_resumed",
+        version=state.version,
+    )
+
+
+def _newest_unfinished_job() -> str:
+    repo = find_repository(Path.cwd())
+    for job in reversed(list_jobs(repo.name)):
+        try:
+            status = job.read_metadata().get("status")
+        except (StateError, OSError):
+            continue
+        if status != "completed":
+            return job.job_id
+    raise ProdigyError(
+        f"No unfinished job found for repository {repo.name!r}.",
+        hint="List jobs with `prodigy sessions show`, or start one with `prodigy cook WORKFLOW`.",
+    )
+
+
+@click.command("resume")
+@click.argument("job_id", required=False)
+@click.option("-y", "--yes", is_flag=True, help="Answer yes to every question.")
+def resume(job_id: str | None, yes: bool) -> int:
+    """Resume the newest unfinished job of this repository (or JOB_ID)."""
+    return resume_job_id(job_id or _newest_unfinished_job())
+
+
+@click.command("resume-job")
+@click.argument("job_id")
+@click.option("-y", "--yes", is_flag=True, help="Answer yes to every question.")
+@click.option("--force", is_flag=True, help="Also retry DLQ items; re-run a complete job.")
+@click.option("--max-parallel", type=click.IntRange(min=1), help="Agents at a time, this run.")
+@click.option(
+    "--max-additional-retries",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Extra attempts for each failed item.",
+)
+@click.option("--skip-validation", is_flag=True, help="Skip the pre-resume safety checks.")
+@click.option("--from-checkpoint", type=click.IntRange(min=0), help="Restore version N first.")
+@click.option("--verbose", "verbose_flag", is_flag=True, help="Show tracebacks on errors.")
+def resume_job(
+    job_id: str,
+    yes: bool,
+    force: bool,
+    max_parallel: int | None,
+    max_additional_retries: int,
+    skip_validation: bool,
+    from_checkpoint: int | None,
+    verbose_flag: bool,
+) -> int:
+    """Resume one job by id."""
+    if verbose_flag:
+        from prodigy.cli.main import Settings
+
+        Settings.verbose = max(Settings.verbose, 1)
+    return resume_job_id(
+        job_id, force, max_parallel, max_additional_retries, skip_validation, from_checkpoint
+    )

@@ -1,0 +1,113 @@
+"""`prodigy cook` (alias `run`): validate a workflow, create a job and run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import msgspec
+
+from prodigy.cli.common import check_claude, claude_bin, execute
+from prodigy.engine import RunOptions, base_environment, item_spec
+from prodigy.items import WorkItem, load_items
+from prodigy.job import create_job
+from prodigy.lock import JobLock
+from prodigy.state import JobState
+from prodigy.store import find_repository
+from prodigy.workflow import Workflow, load_workflow
+
+PREVIEW_ITEMS = 20
+
+
+def _preview(items: list[WorkItem]) -> None:
+    for item in items[:PREVIEW_ITEMS]:
+        data = msgspec.json.encode(item.data).decode()
+        if len(data) > 100:
+            data = data[:97] + "..."
+        click.echo(f"  {item.id}  {data}")
+    if len(items) > PREVIEW_ITEMS:
+        click.echo(f"  ... and {len(items) - PREVIEW_ITEMS} more")
+
+
+def _dry_run(workflow: Workflow, items: list[WorkItem] | None, max_parallel: int) -> int:
+    click.echo(f"Dry run: workflow '{workflow.name}' is valid; nothing was run or created.")
+    if workflow.setup is not None and workflow.setup.steps:
+        click.echo(
+            f"Setup: {len(workflow.setup.steps)} steps would run first; the items are read "
+            f"from {workflow.map.input!r} after setup."
+        )
+    if items is not None:
+        click.echo(f"{len(items)} items would run, {max_parallel} at a time:")
+        _preview(items)
+    click.echo(f"Reduce: {len(workflow.reduce)} steps.")
+    return 0
+
+
+def cook_workflow(
+    workflow_file: Path, max_parallel: int | None, max_items: int | None, dry_run: bool
+) -> int:
+    workflow = load_workflow(workflow_file)
+    check_claude(workflow)
+    repo = find_repository(Path.cwd())
+    parallel = max_parallel or workflow.map.max_parallel
+    has_setup = workflow.setup is not None and bool(workflow.setup.steps)
+    items: list[WorkItem] | None = None
+    if not has_setup:
+        # Without setup the input exists now: bad input is refused before any job exists.
+        loaded = load_items(
+            item_spec(workflow, max_items), repo.root, base_environment(workflow)
+        )
+        for warning in loaded.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        items = loaded.items
+    if dry_run:
+        return _dry_run(workflow, items, parallel)
+    job, meta = create_job(
+        repo.name,
+        repo.root,
+        workflow_file,
+        workflow.source_hash,
+        workflow.name,
+        len(workflow.reduce),
+    )
+    lock = JobLock(job.lock, job.job_id, "cook")
+    lock.acquire()
+    try:
+        click.echo(f"Started job {job.job_id}")
+        options = RunOptions(
+            max_parallel=parallel,
+            claude_bin=claude_bin(),
+            max_items=max_items,
+            preloaded_items=items,
+        )
+        return execute(
+            job, meta, workflow, JobState(), None, options, "job_started", name=workflow.name
+        )
+    finally:
+        lock.release()
+
+
+_workflow_arg = click.argument("workflow_file", metavar="WORKFLOW", type=click.Path(path_type=Path))
+_options = [
+    click.option("--max-parallel", type=click.IntRange(min=1), help="Agents at a time."),
+    click.option("--max-items", type=click.IntRange(min=1), help="Run only the first N items."),
+    click.option("-y", "--yes", is_flag=True, help="Answer yes to every question."),
+    click.option("--dry-run", is_flag=True, help="Validate and list the items; run nothing."),
+]
+
+
+def _command(name: str, help_text: str) -> click.Command:
+    def callback(
+        workflow_file: Path, max_parallel: int | None, max_items: int | None, yes: bool,
+        dry_run: bool,
+    ) -> int:
+        return cook_workflow(workflow_file, max_parallel, max_items, dry_run)
+
+    decorated: object = callback
+    for option in reversed(_options):
+        decorated = option(decorated)  # type: ignore[arg-type]
+    return click.command(name, help=help_text)(_workflow_arg(decorated))  # type: ignore[arg-type]
+
+
+cook = _command("cook", "Start a new job from WORKFLOW (a YAML file) and run it.")
+run_alias = _command("run", "Same as `cook`.")

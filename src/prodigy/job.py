@@ -1,0 +1,162 @@
+"""A job on disk: its frozen items, its metadata and its state rebuilt from the journal.
+
+Items are frozen into `items.jsonl` once (after setup) and read back by byte offset, so only
+the ids and offsets of a 100,000-item job live in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from prodigy.errors import StateError
+from prodigy.events import now_iso
+from prodigy.items import WorkItem
+from prodigy.journal import JournalContents, read_journal
+from prodigy.state import JobState, counts, phase, replay
+from prodigy.store import JobDir, atomic_write
+
+
+class _ItemLine(msgspec.Struct, array_like=True):
+    id: str
+    data: msgspec.Raw
+
+
+_item_encoder = msgspec.json.Encoder()
+_item_decoder = msgspec.json.Decoder(_ItemLine)
+
+
+def write_items(job: JobDir, items: list[WorkItem]) -> None:
+    """Freeze the job's items: one `[id, data]` line per item, in index order."""
+    buf = bytearray()
+    for item in items:
+        buf += _item_encoder.encode([item.id, item.data])
+        buf += b"\n"
+    atomic_write(job.items, bytes(buf))
+
+
+class ItemsFile:
+    """Random access to the frozen items."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ids: list[str] = []
+        self._offsets = array("Q")
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise StateError(f"The job's item file {path} is missing.") from None
+        offset = 0
+        for line in data.split(b"\n"):
+            if line:
+                try:
+                    self.ids.append(_item_decoder.decode(line).id)
+                except msgspec.DecodeError as exc:
+                    raise StateError(f"The job's item file {path} is damaged ({exc}).") from None
+                self._offsets.append(offset)
+            offset += len(line) + 1
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def get(self, index: int) -> WorkItem:
+        start = self._offsets[index]
+        end = self._offsets[index + 1] if index + 1 < len(self._offsets) else None
+        length = (end - start) if end is not None else os.fstat(self._fd).st_size - start
+        line = _item_decoder.decode(os.pread(self._fd, length, start).rstrip(b"\n"))
+        return WorkItem(index=index, id=line.id, data=msgspec.json.decode(line.data))
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def load_state(job: JobDir, upto_version: int | None = None) -> tuple[JobState, JournalContents]:
+    contents = read_journal(job.journal)
+    return replay(contents.records, upto_version), contents
+
+
+@dataclass(frozen=True)
+class JobMetadata:
+    job_id: str
+    repo: str
+    workdir: str
+    workflow_path: str
+    workflow_hash: str
+    workflow_name: str
+    reduce_steps: int
+    created_at: str
+
+
+def metadata_document(
+    meta: JobMetadata, state: JobState, status: str, pid: int | None = None
+) -> dict[str, Any]:
+    c = counts(state)
+    return {
+        "job_id": meta.job_id,
+        "repo": meta.repo,
+        "workdir": meta.workdir,
+        "workflow_path": meta.workflow_path,
+        "workflow_hash": meta.workflow_hash,
+        "workflow_name": meta.workflow_name,
+        "reduce_steps": meta.reduce_steps,
+        "created_at": meta.created_at,
+        "updated_at": now_iso(),
+        "status": status,
+        "phase": phase(state, meta.reduce_steps),
+        "version": state.version,
+        "pid": pid,
+        "counts": {
+            "total": c.total,
+            "succeeded": c.succeeded,
+            "failed": c.failed,
+            "dead_lettered": c.dead,
+            "pending": c.pending + c.running + c.retriable,
+        },
+        "cost": {
+            "usd": round(state.cost_usd, 6),
+            "input_tokens": state.input_tokens,
+            "output_tokens": state.output_tokens,
+        },
+    }
+
+
+def read_job_metadata(job: JobDir) -> JobMetadata:
+    raw = job.read_metadata()
+    try:
+        return JobMetadata(
+            job_id=str(raw["job_id"]),
+            repo=str(raw["repo"]),
+            workdir=str(raw["workdir"]),
+            workflow_path=str(raw["workflow_path"]),
+            workflow_hash=str(raw["workflow_hash"]),
+            workflow_name=str(raw.get("workflow_name", "")),
+            reduce_steps=int(raw.get("reduce_steps", 0)),
+            created_at=str(raw.get("created_at", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"{job.metadata} is missing a field ({exc}).") from None
+
+
+def create_job(repo_name: str, workdir: Path, workflow_path: Path, workflow_hash: str,
+               workflow_name: str, reduce_steps: int) -> tuple[JobDir, JobMetadata]:
+    """Make the job directory with its metadata, empty journal and events log."""
+    from prodigy.store import create_job_dir
+
+    job = create_job_dir(repo_name)
+    meta = JobMetadata(
+        job_id=job.job_id,
+        repo=repo_name,
+        workdir=str(workdir),
+        workflow_path=str(workflow_path.resolve()),
+        workflow_hash=workflow_hash,
+        workflow_name=workflow_name,
+        reduce_steps=reduce_steps,
+        created_at=now_iso(),
+    )
+    return job, meta

@@ -1,0 +1,101 @@
+"""What a running job shows the user: a live bar on a terminal, plain lines otherwise.
+
+The engine talks to a `Reporter`; it never prints directly.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from prodigy.state import Counts
+
+
+def _summary(c: Counts, running: int, cost_usd: float) -> str:
+    text = (
+        f"{c.succeeded + c.dead + c.skipped}/{c.total} done "
+        f"({c.succeeded} ok, {c.dead + c.skipped} failed, {c.retriable} retrying), "
+        f"{running} running"
+    )
+    if cost_usd:
+        text += f", ${cost_usd:.4f}"
+    return text
+
+
+class Reporter:
+    """Plain lines: status to stdout, problems to stderr, progress at most every 2 seconds."""
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self._last = 0.0
+        self._started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def warn(self, text: str) -> None:
+        print(text, file=self.err, flush=True)
+
+    def start_map(self, c: Counts) -> None:
+        self._started = time.monotonic()
+
+    def update(self, c: Counts, running: int, cost_usd: float, final: bool = False) -> None:
+        now = time.monotonic()
+        if final or now - self._last >= 2.0:
+            self._last = now
+            self.say(f"progress: {_summary(c, running, cost_usd)}")
+
+    def close(self) -> None:
+        pass
+
+
+class LiveReporter(Reporter):
+    """A rich progress bar with done/failed/running/total, rate and ETA."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.console = Console(file=sys.stdout)
+        self.bar = Progress(
+            TextColumn("[bold]map[/bold]"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[detail]}"),
+            TextColumn("[dim]{task.fields[rate]}[/dim]"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task: TaskID | None = None
+
+    def say(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)
+
+    def start_map(self, c: Counts) -> None:
+        super().start_map(c)
+        self.bar.start()
+        self.task = self.bar.add_task("map", total=c.total, detail="", rate="")
+        self._base = c.finished
+
+    def update(self, c: Counts, running: int, cost_usd: float, final: bool = False) -> None:
+        if self.task is None:
+            return
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        rate = (c.finished - self._base) / elapsed
+        detail = f"ok {c.succeeded}  failed {c.dead + c.skipped}  running {running}"
+        if cost_usd:
+            detail += f"  ${cost_usd:.4f}"
+        self.bar.update(self.task, completed=c.finished, detail=detail, rate=f"{rate:.1f}/s")
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.bar.stop()
+            self.task = None
+
+
+def make_reporter() -> Reporter:
+    return LiveReporter() if sys.stdout.isatty() else Reporter()
