@@ -1,0 +1,120 @@
+"""`${...}` variables: finding the names a template uses and rendering it with values.
+
+Rendering is raw text substitution (SPEC §8); `$${x}` is the escape for a literal `${x}` and
+`$NAME` without braces is left alone for the shell. A name that has no value raises.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from prodigy.errors import MissingVariable
+
+# `$${` is tried first so that an escaped reference is never also read as a real one.
+_TOKEN = re.compile(r"\$\$\{|\$\{([^{}]*)\}")
+_ROOT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A field is anything up to the next separator, so that item keys such as `file-name` work.
+_SEGMENT = re.compile(r"\.([^.\[\]{}\s]+)|\[(\d+)\]")
+
+PathSegment = str | int
+
+
+def referenced_names(template: str) -> list[str]:
+    """Every `${name}` in `template`, in order of appearance (escaped `$${x}` excluded)."""
+    return [m.group(1) for m in _TOKEN.finditer(template) if m.group(1) is not None]
+
+
+def split_name(name: str) -> tuple[str, tuple[PathSegment, ...]]:
+    """Split `item.list[0].a` into `("item", ("list", 0, "a"))`; ValueError if malformed."""
+    root = _ROOT.match(name)
+    if root is None:
+        raise ValueError(f"${{{name}}} is not a valid variable reference")
+    path: list[PathSegment] = []
+    pos = root.end()
+    while pos < len(name):
+        seg = _SEGMENT.match(name, pos)
+        if seg is None:
+            raise ValueError(f"${{{name}}} is not a valid variable reference")
+        field, index = seg.groups()
+        path.append(field if field is not None else int(index))
+        pos = seg.end()
+    return root.group(0), tuple(path)
+
+
+def to_text(value: Any) -> str:
+    """How a value appears in a command: strings raw, JSON spelling for everything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        # str() of an int is exact at any size; going through float would round 30-digit ids.
+        return str(value)
+    if value is None:
+        return "null"
+    return msgspec.json.encode(value).decode()
+
+
+def render(template: str, variables: Mapping[str, Any]) -> str:
+    """Replace every `${name}` in `template`; raise MissingVariable for a name with no value."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "${"
+        return to_text(_resolve(name, variables))
+
+    return _TOKEN.sub(substitute, template)
+
+
+def _resolve(name: str, variables: Mapping[str, Any]) -> Any:
+    try:
+        root, path = split_name(name)
+    except ValueError as exc:
+        raise MissingVariable(name, str(exc)) from None
+    if root in variables:
+        value = variables[root]
+    elif not path and root in os.environ:
+        return os.environ[root]
+    else:
+        raise MissingVariable(name)
+    for depth, segment in enumerate(path):
+        found, value = _step_into(value, segment)
+        if not found:
+            raise MissingVariable(name, _missing_message(name, root, path[: depth + 1]))
+    return value
+
+
+def _step_into(value: Any, segment: PathSegment) -> tuple[bool, Any]:
+    if isinstance(value, Mapping):
+        if isinstance(segment, str) and segment in value:
+            return True, value[segment]
+        return False, None
+    if isinstance(value, list | tuple):
+        index = segment if isinstance(segment, int) else _as_index(segment)
+        if index is not None and index < len(value):
+            return True, value[index]
+    return False, None
+
+
+def _as_index(segment: str) -> int | None:
+    # `${item.list.0}` is accepted as well as `${item.list[0]}`.
+    return int(segment) if segment.isdigit() else None
+
+
+def _path_text(path: tuple[PathSegment, ...]) -> str:
+    text = ""
+    for segment in path:
+        text += f"[{segment}]" if isinstance(segment, int) else f".{segment}"
+    return text.removeprefix(".")
+
+
+def _missing_message(name: str, root: str, path: tuple[PathSegment, ...]) -> str:
+    if root == "item":
+        return f"item field '{_path_text(path)}' is missing from this item (variable ${{{name}}})"
+    return f"variable ${{{name}}} is not defined ('{root}' has no field '{_path_text(path)}')"

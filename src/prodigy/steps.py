@@ -1,0 +1,662 @@
+"""Running one step — a shell command, a Claude Code call or a file write — and what came of it.
+
+Each child runs in its own process group, and the whole group is ended on timeout, on
+cancellation and when the step finishes, so nothing a step started outlives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from io import StringIO
+from pathlib import Path
+from typing import Any, Literal, assert_never
+
+import msgspec
+from ruamel.yaml import YAML
+
+from prodigy.errors import MissingVariable
+from prodigy.interpolate import render
+
+StepKind = Literal["shell", "claude", "write_file"]
+FileFormat = Literal["text", "json", "yaml"]
+
+# Linux refuses a single argv string over 128 KiB, so longer commands go through a script file.
+SCRIPT_THRESHOLD_BYTES = 100_000
+KILL_GRACE_S = 2.0  # between SIGTERM and SIGKILL of a process group
+# Once the group is gone the pipes close at once; only a process that left the group (setsid)
+# can hold them open, and we do not wait for it longer than this.
+PIPE_GRACE_S = 0.5
+# Claude's answer is parsed whole, so its stdout is kept far beyond the usual tail.
+CLAUDE_STDOUT_CHARS = 4 * 1024 * 1024
+CLAUDE_FLAGS = ("--print", "--output-format", "json", "--dangerously-skip-permissions")
+MESSAGE_COMMAND_CHARS = 200
+MESSAGE_DETAIL_CHARS = 500
+_READ_CHUNK = 65_536
+_POLL_S = 0.02
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """What to run; text fields are templates, rendered with the context's variables."""
+
+    kind: StepKind
+    command: str  # shell/claude text, or write_file content
+    path: str | None = None  # write_file target, relative to the working directory
+    file_format: FileFormat = "text"
+    timeout: float | None = None  # seconds
+    env: Mapping[str, str] = field(default_factory=dict)
+    working_dir: str | None = None  # relative to the context's cwd
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where and with what a step runs."""
+
+    cwd: Path
+    env: Mapping[str, str]  # full base environment; the step's env is layered on top
+    variables: Mapping[str, Any]
+    claude_bin: str
+    scratch_dir: Path  # temporary scripts for commands too long for argv
+    output_limit: int = 64_000  # characters of stdout/stderr tails kept
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """How a step ended. `error` is one sentence and `error_kind` a fixed word when not ok."""
+
+    ok: bool
+    exit_code: int | None  # None when killed by timeout or never started
+    timed_out: bool
+    stdout: str  # tail of stdout (claude: the `result` text)
+    stderr: str  # tail of stderr
+    error: str | None
+    error_kind: str | None  # exit_code | timeout | claude_error | claude_output
+    #                         | missing_variable | write_error | start_error
+    duration_s: float
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    session_id: str | None = None
+
+
+class OutputTail:
+    """The last `limit` characters of a byte stream that arrives in chunks (UTF-8)."""
+
+    def __init__(self, limit: int):
+        self.limit = max(limit, 0)
+        # A character is at most 4 bytes; the extra 4 cover one cut through a character.
+        self._keep = 4 * self.limit + 4
+        self._buf = bytearray()
+
+    def append(self, chunk: bytes) -> None:
+        self._buf += chunk
+        # Trimming only when twice over keeps appends amortised O(chunk).
+        if len(self._buf) > 2 * self._keep:
+            del self._buf[: len(self._buf) - self._keep]
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self._buf[max(len(self._buf) - self._keep, 0) :])
+
+    def text(self, limit: int | None = None) -> str:
+        return tail_text(self.data, self.limit if limit is None else limit)
+
+
+def tail_text(data: bytes, limit: int) -> str:
+    """The last `limit` characters of `data` decoded as UTF-8 (bad bytes replaced)."""
+    if limit <= 0:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return text[-limit:] if len(text) > limit else text
+
+
+def claude_available(claude_bin: str) -> bool:
+    """Whether `claude_bin` names an executable: a path to one, or a name found on PATH."""
+    return _find_executable(claude_bin, os.environ.get("PATH")) is not None
+
+
+async def run_step(step: StepSpec, ctx: StepContext) -> StepOutcome:
+    """Run one step; failures are outcomes, only cancellation propagates (after killing)."""
+    started = time.monotonic()
+    try:
+        rendered = _render_step(step, ctx.variables)
+    except MissingVariable as exc:
+        return _failure("missing_variable", exc.message, started)
+    workdir = ctx.cwd / rendered.working_dir if rendered.working_dir else ctx.cwd
+    if not workdir.is_dir():
+        return _failure(
+            "start_error",
+            f"working directory '{rendered.working_dir or ctx.cwd}' does not exist "
+            f"(looked for {workdir}); "
+            "create it in an earlier step or fix working_dir",
+            started,
+        )
+    if step.kind == "write_file":
+        return await _write_file_step(step, rendered, workdir, started)
+    env = {**ctx.env, **rendered.env}
+    if step.kind == "shell":
+        return await _shell_step(step, rendered.command, workdir, env, ctx, started)
+    if step.kind == "claude":
+        return await _claude_step(step, rendered.command, workdir, env, ctx, started)
+    assert_never(step.kind)
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    command: str
+    path: str | None
+    env: dict[str, str]
+    working_dir: str | None
+
+
+def _render_step(step: StepSpec, variables: Mapping[str, Any]) -> _Rendered:
+    return _Rendered(
+        command=render(step.command, variables),
+        path=None if step.path is None else render(step.path, variables),
+        env={name: render(value, variables) for name, value in step.env.items()},
+        working_dir=None if step.working_dir is None else render(step.working_dir, variables),
+    )
+
+
+# -- shell -------------------------------------------------------------------------------------
+
+
+async def _shell_step(
+    step: StepSpec,
+    command: str,
+    workdir: Path,
+    env: Mapping[str, str],
+    ctx: StepContext,
+    started: float,
+) -> StepOutcome:
+    bash = _bash()
+    encoded = command.encode("utf-8", errors="surrogateescape")
+    script: Path | None = None
+    try:
+        if len(encoded) > SCRIPT_THRESHOLD_BYTES:
+            try:
+                script = _write_script(ctx.scratch_dir, encoded)
+            except OSError as exc:
+                return _failure(
+                    "start_error",
+                    f"cannot write the script for a {len(encoded)}-byte command into "
+                    f"{ctx.scratch_dir}: {exc.strerror or exc}",
+                    started,
+                )
+            argv = [bash, str(script)]
+        else:
+            argv = [bash, "-c", command]
+        stdout, stderr = OutputTail(ctx.output_limit), OutputTail(ctx.output_limit)
+        try:
+            done = await _run_process(argv, workdir, env, step.timeout, stdout, stderr)
+        except OSError as exc:
+            return _failure(
+                "start_error", f"cannot start bash for command {_short(command)}: {exc}", started
+            )
+    finally:
+        if script is not None:
+            script.unlink(missing_ok=True)
+
+    out, err = stdout.text(), stderr.text()
+    if done.timed_out:
+        return _timed_out(step, command, out, err, started)
+    if done.exit_code != 0:
+        message = f"command {_exit_phrase(done.exit_code)}: {_short(command)}"
+        last = _last_line(err)
+        if last:
+            message += f"; last stderr line: {_short(last, MESSAGE_DETAIL_CHARS)}"
+        return _failure("exit_code", message, started, done.exit_code, out, err)
+    return StepOutcome(
+        ok=True,
+        exit_code=0,
+        timed_out=False,
+        stdout=out,
+        stderr=err,
+        error=None,
+        error_kind=None,
+        duration_s=time.monotonic() - started,
+    )
+
+
+@functools.cache
+def _bash() -> str:
+    # Resolved against our own PATH: a workflow env that changes PATH must not lose bash.
+    return shutil.which("bash") or "/bin/bash"
+
+
+def _write_script(scratch_dir: Path, body: bytes) -> Path:
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="step-", suffix=".sh", dir=scratch_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
+
+
+# -- claude ------------------------------------------------------------------------------------
+
+
+async def _claude_step(
+    step: StepSpec,
+    command: str,
+    workdir: Path,
+    env: Mapping[str, str],
+    ctx: StepContext,
+    started: float,
+) -> StepOutcome:
+    executable = _find_executable(ctx.claude_bin, env.get("PATH"))
+    if executable is None:
+        return _failure(
+            "start_error",
+            f"the claude executable '{ctx.claude_bin}' was not found; install Claude Code or "
+            "set PRODIGY_CLAUDE_BIN to its path",
+            started,
+        )
+    argv = [executable, *CLAUDE_FLAGS, command]
+    stdout = OutputTail(max(ctx.output_limit, CLAUDE_STDOUT_CHARS))
+    stderr = OutputTail(ctx.output_limit)
+    try:
+        done = await _run_process(argv, workdir, env, step.timeout, stdout, stderr)
+    except OSError as exc:
+        return _failure("start_error", f"cannot start claude ({executable}): {exc}", started)
+
+    raw_out, err = stdout.text(ctx.output_limit), stderr.text()
+    if done.timed_out:
+        return _timed_out(step, command, raw_out, err, started)
+    answer = _claude_answer(stdout.data)
+    if answer is None:
+        if done.exit_code != 0:
+            message = f"claude {_exit_phrase(done.exit_code)}"
+            last = _last_line(err) or _last_line(raw_out)
+            if last:
+                message += f": {_short(last, MESSAGE_DETAIL_CHARS)}"
+        elif not raw_out.strip():
+            message = "claude printed nothing on stdout; expected one JSON result object"
+        else:
+            message = f"claude printed output that is not a JSON result object: {_short(raw_out)}"
+        return _failure("claude_output", message, started, done.exit_code, raw_out, err)
+
+    result = _as_text(answer.get("result"))
+    spend = _claude_spend(answer)
+    ok = False
+    if answer.get("is_error") is True:
+        error_kind: str | None = "claude_error"
+        reason = result if result.strip() else _as_text(answer.get("subtype")) or "unknown error"
+        error: str | None = _short(reason, MESSAGE_DETAIL_CHARS)
+    elif done.exit_code != 0:
+        error_kind = "claude_output"
+        error = f"claude {_exit_phrase(done.exit_code)} although its answer reports no error"
+    else:
+        ok, error_kind, error = True, None, None
+    return StepOutcome(
+        ok=ok,
+        exit_code=done.exit_code,
+        timed_out=False,
+        stdout=result[-ctx.output_limit :] if ctx.output_limit > 0 else "",
+        stderr=err,
+        error=error,
+        error_kind=error_kind,
+        duration_s=time.monotonic() - started,
+        **spend,
+    )
+
+
+def _claude_answer(data: bytes) -> dict[str, Any] | None:
+    """The result object Claude printed, or None when stdout holds none."""
+    try:
+        document = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    # With --verbose the CLI prints a list of messages ending with the result; accept that too.
+    if isinstance(document, list):
+        results = [m for m in document if isinstance(m, dict) and m.get("type") == "result"]
+        document = results[-1] if results else None
+    return document if isinstance(document, dict) else None
+
+
+def _claude_spend(answer: Mapping[str, Any]) -> dict[str, Any]:
+    usage = answer.get("usage")
+    if not isinstance(usage, Mapping):
+        usage = {}
+    cost = answer.get("total_cost_usd", answer.get("cost_usd"))
+    session = answer.get("session_id")
+    return {
+        "cost_usd": float(cost) if _is_number(cost) else 0.0,
+        "input_tokens": _count(usage.get("input_tokens")),
+        "output_tokens": _count(usage.get("output_tokens")),
+        "cache_read_tokens": _count(usage.get("cache_read_input_tokens")),
+        "cache_creation_tokens": _count(usage.get("cache_creation_input_tokens")),
+        "session_id": session if isinstance(session, str) else None,
+    }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _count(value: Any) -> int:
+    return int(value) if _is_number(value) and value >= 0 else 0
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return msgspec.json.encode(value).decode()
+
+
+def _find_executable(name: str, search_path: str | None) -> str | None:
+    if os.sep in name:
+        path = os.path.abspath(name)
+        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    return shutil.which(name, path=search_path)
+
+
+# -- write_file --------------------------------------------------------------------------------
+
+
+class _WriteFailed(Exception):
+    pass
+
+
+async def _write_file_step(
+    step: StepSpec, rendered: _Rendered, workdir: Path, started: float
+) -> StepOutcome:
+    if not rendered.path:
+        return _failure("write_error", "write_file step has no path to write to", started)
+    target = workdir / rendered.path
+    try:
+        # Off the event loop: fsync can take long enough to stall every other agent.
+        await asyncio.to_thread(
+            _write_file, target, rendered.path, rendered.command, step.file_format
+        )
+    except _WriteFailed as exc:
+        return _failure("write_error", str(exc), started)
+    return StepOutcome(
+        ok=True,
+        exit_code=None,
+        timed_out=False,
+        stdout="",
+        stderr="",
+        error=None,
+        error_kind=None,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def _write_file(target: Path, shown: str, content: str, file_format: FileFormat) -> None:
+    body = _file_body(shown, content, file_format)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(target, body)
+    except OSError as exc:
+        raise _WriteFailed(f"cannot write {shown}: {exc.strerror or exc}") from exc
+
+
+def _file_body(shown: str, content: str, file_format: FileFormat) -> bytes:
+    if file_format == "text":
+        return content.encode("utf-8", errors="surrogateescape")
+    try:
+        document = msgspec.json.decode(content)
+    except msgspec.DecodeError as exc:
+        if file_format == "yaml":
+            return content.encode("utf-8", errors="surrogateescape")
+        raise _WriteFailed(
+            f"content for {shown} is not valid JSON ({exc}); use format: text to write it unchanged"
+        ) from exc
+    if file_format == "json":
+        return msgspec.json.format(msgspec.json.encode(document), indent=2) + b"\n"
+    yaml = YAML()  # round-trip mode keeps the keys in their JSON order
+    yaml.default_flow_style = False
+    text = StringIO()
+    yaml.dump(document, text)
+    return text.getvalue().encode()
+
+
+def _write_atomically(target: Path, body: bytes) -> None:
+    """Replace `target` with `body` so that readers see the old file or the new, never half."""
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Finished:
+    exit_code: int | None  # None when timed out
+    timed_out: bool
+
+
+async def _run_process(
+    argv: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float | None,
+    stdout: OutputTail,
+    stderr: OutputTail,
+) -> _Finished:
+    """Run `argv` in a new process group, feeding its output into the tails.
+
+    Our own pipes rather than asyncio's: we must be able to stop reading and close them while
+    some escaped process still holds the other end.
+    """
+    loop = asyncio.get_running_loop()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(out_r)
+        os.close(err_r)
+        raise
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    readers = (_PipeReader(loop, out_r, stdout), _PipeReader(loop, err_r, stderr))
+    timed_out = False
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                await proc.wait()
+        except TimeoutError:
+            timed_out = True
+        await _end_group(proc)
+        await asyncio.wait([r.eof for r in readers], timeout=PIPE_GRACE_S)
+    except asyncio.CancelledError:
+        _signal_group(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        raise
+    finally:
+        for reader in readers:
+            reader.close()
+    if timed_out:
+        return _Finished(exit_code=None, timed_out=True)
+    return _Finished(exit_code=_exit_status(proc.returncode), timed_out=False)
+
+
+def _exit_status(returncode: int | None) -> int | None:
+    # The shell's convention, 128 + signal number, for a child killed by a signal.
+    return 128 - returncode if returncode is not None and returncode < 0 else returncode
+
+
+async def _end_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the process group, SIGKILL it if anything is left after the grace; reap."""
+    group = proc.pid  # start_new_session: the child leads its own group
+    if _signal_group(group, signal.SIGTERM):
+        deadline = time.monotonic() + KILL_GRACE_S
+        while proc.returncode is None or _group_alive(group):
+            if time.monotonic() >= deadline:
+                _signal_group(group, signal.SIGKILL)
+                break
+            await asyncio.sleep(_POLL_S)
+    await proc.wait()
+
+
+def _signal_group(group: int, signum: int) -> bool:
+    """Send `signum` to the group; False when the group no longer exists."""
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # EPERM: every member left is beyond our reach (a setuid program); nothing to wait for.
+        return False
+    return True
+
+
+def _group_alive(group: int) -> bool:
+    """Whether the group has a member that is not a zombie.
+
+    Zombies count as gone: where PID 1 does not reap orphans (containers), they stay forever.
+    """
+    if not _signal_group(group, 0):
+        return False
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after the command name, which may itself contain spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(group).encode() and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+class _PipeReader:
+    """Reads one pipe into an OutputTail from the event loop until end of file or close()."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, sink: OutputTail):
+        self._loop = loop
+        self._fd = fd
+        self._sink = sink
+        self.eof: asyncio.Future[None] = loop.create_future()
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        try:
+            chunk = os.read(self._fd, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            self._sink.append(chunk)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        self._loop.remove_reader(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        if not self.eof.done():
+            self.eof.set_result(None)
+
+
+# -- outcomes ----------------------------------------------------------------------------------
+
+
+def _failure(
+    kind: str,
+    error: str,
+    started: float,
+    exit_code: int | None = None,
+    stdout: str = "",
+    stderr: str = "",
+) -> StepOutcome:
+    return StepOutcome(
+        ok=False,
+        exit_code=exit_code,
+        timed_out=False,
+        stdout=stdout,
+        stderr=stderr,
+        error=error,
+        error_kind=kind,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def _timed_out(
+    step: StepSpec, command: str, stdout: str, stderr: str, started: float
+) -> StepOutcome:
+    return StepOutcome(
+        ok=False,
+        exit_code=None,
+        timed_out=True,
+        stdout=stdout,
+        stderr=stderr,
+        error=f"step timed out after {step.timeout:g}s: {_short(command)}",
+        error_kind="timeout",
+        duration_s=time.monotonic() - started,
+    )
+
+
+def _exit_phrase(code: int | None) -> str:
+    if code is not None and code > 128:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(code - 128).name} (exit code {code})"
+    return f"exited with code {code}"
+
+
+def _short(text: str, limit: int = MESSAGE_COMMAND_CHARS) -> str:
+    """`text` on one line, cut to `limit` characters, so an error stays one sentence."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _last_line(text: str) -> str:
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""

@@ -1,0 +1,682 @@
+"""The workflow model (validated, immutable) and loading it from a YAML file.
+
+Every loading problem (bad YAML, unknown key, wrong type, bad JSONPath, undefined `${...}`) is
+one WorkflowError sentence prefixed by `FILE:LINE:COLUMN: ` pointing at the offending node.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+import types
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import jsonpath
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.composer import ComposerError
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from prodigy.errors import UsageError, WorkflowError
+from prodigy.interpolate import referenced_names, split_name, to_text
+
+# Names the runner itself defines; a workflow may not reuse them for env keys or captures.
+ITEM_VARIABLES = frozenset({"item", "item_index", "item_id", "attempt"})
+MAP_FIELDS = ("successful", "failed", "total", "results", "skipped")
+RESERVED_NAMES = ITEM_VARIABLES | {"job_id", "map"}
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# pydantic's error type for the rules below; the sentence is carried whole in ctx["reason"].
+_RULE = "workflow_rule"
+
+
+def _rule(reason: str) -> PydanticCustomError:
+    return PydanticCustomError(_RULE, "{reason}", {"reason": reason})
+
+
+def _shown(value: Any) -> str:
+    """A value as a user wrote it in YAML, for 'got ...' in messages."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, bool | int | float) or value is None:
+        return to_text(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, date):
+        return f"the date {value.isoformat()}"
+    return type(value).__name__
+
+
+def _bound(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _parse_duration(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value.strip())
+        if match is not None:
+            return float(match.group(1)) * _DURATION_UNITS.get(match.group(2) or "s", 1.0)
+    raise _rule(
+        "must be a duration: a number of seconds or a string such as '500ms', '30s', '2m' "
+        f"or '1h', got {_shown(value)}"
+    )
+
+
+Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
+PositiveDuration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
+
+
+def _env_mapping(value: Any) -> Any:
+    """Accept numbers and booleans as env values (`PORT: 8080`), spelled as in commands."""
+    if not isinstance(value, dict):
+        return value
+    converted: dict[Any, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or _NAME.fullmatch(key) is None:
+            raise _rule(
+                f"has the key {_shown(key)}, which is not a variable name "
+                "(letters, digits and underscores, not starting with a digit)"
+            )
+        converted[key] = to_text(item) if isinstance(item, bool | int | float) else item
+    return converted
+
+
+EnvMapping = Annotated[dict[str, str], BeforeValidator(_env_mapping)]
+
+
+class _Model(BaseModel):
+    # strict: YAML already types its scalars, so "5" for an integer is a mistake to report.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_by_name=True)
+
+
+class WriteFile(_Model):
+    path: str = Field(min_length=1)
+    content: str
+    format: Literal["text", "json", "yaml"] = "text"
+
+
+class Step(_Model):
+    shell: str | None = None
+    claude: str | None = None
+    write_file: WriteFile | None = None
+    timeout: PositiveDuration | None = None
+    env: EnvMapping = {}
+    on_failure: Step | None = None
+    capture_output: str | None = None
+    working_dir: str | None = None
+    commit_required: bool = False
+
+    @field_validator("capture_output", mode="before")
+    @classmethod
+    def _capture_name(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        if not isinstance(value, str) or _NAME.fullmatch(value) is None:
+            raise _rule(
+                "must be the name of a variable to store the output in (such as base_commit), "
+                f"got {_shown(value)}"
+            )
+        if value in RESERVED_NAMES:
+            raise _rule(f"cannot be '{value}', a name prodigy defines itself; choose another name")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Step:
+        kinds = [k for k in ("shell", "claude", "write_file") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            has = "none of them" if not kinds else " and ".join(kinds)
+            raise _rule(f"must have exactly one of shell, claude or write_file, but has {has}")
+        return self
+
+    @property
+    def kind(self) -> Literal["shell", "claude", "write_file"]:
+        if self.shell is not None:
+            return "shell"
+        if self.claude is not None:
+            return "claude"
+        return "write_file"
+
+    @property
+    def text(self) -> str:
+        if self.shell is not None:
+            return self.shell
+        if self.claude is not None:
+            return self.claude
+        assert self.write_file is not None
+        return f"write_file {self.write_file.path}"
+
+
+def _steps_list(value: Any) -> Any:
+    """`{commands: [steps]}` is accepted wherever a list of steps is."""
+    if isinstance(value, dict):
+        if set(value) == {"commands"}:
+            return value["commands"]
+        raise _rule("must be a list of steps, or a mapping with only the key 'commands'")
+    return value
+
+
+class SetupPhase(_Model):
+    steps: list[Step] = Field(validation_alias="commands")
+    timeout: PositiveDuration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_list(cls, value: Any) -> Any:
+        return {"commands": value} if isinstance(value, list) else value
+
+
+class MapPhase(_Model):
+    input: str = Field(min_length=1)
+    json_path: str | None = None
+    filter: str | None = None
+    sort_by: str | None = None
+    distinct: str | None = None
+    offset: int = Field(default=0, ge=0)
+    max_items: int | None = Field(default=None, ge=1)
+    max_parallel: int = Field(default=10, ge=1)
+    agent_timeout_secs: PositiveDuration | None = None
+    agent_template: Annotated[list[Step], BeforeValidator(_steps_list)] = Field(min_length=1)
+    isolation: Literal["none"] = "none"
+    id_field: str | None = None
+
+    @field_validator("isolation", mode="before")
+    @classmethod
+    def _no_worktrees(cls, value: Any) -> Any:
+        if value == "worktree":
+            raise _rule(
+                "cannot be 'worktree': git worktree isolation is not available yet in this "
+                "version; use 'isolation: none' (agents run in the repository directory)"
+            )
+        return value
+
+
+class RetryConfig(_Model):
+    max_attempts: int = Field(default=1, ge=1)
+    backoff: Literal["fixed", "linear", "exponential", "fibonacci"] = "exponential"
+    initial_delay: Duration = 1.0
+    max_delay: Duration = 60.0
+    jitter: bool = False
+
+
+class ErrorPolicy(_Model):
+    on_item_failure: Literal["dlq", "skip", "stop"] = "dlq"
+    max_failures: int | None = Field(default=None, ge=1)
+    failure_threshold: float | None = Field(default=None, gt=0, le=1)
+    retry_config: RetryConfig = RetryConfig()
+
+
+class CheckpointConfig(_Model):
+    interval_items: int = Field(default=1, ge=1)
+    max_checkpoints: int = Field(default=3, ge=1)
+
+
+class Workflow(_Model):
+    name: str = Field(min_length=1)
+    mode: Literal["mapreduce"]
+    env: EnvMapping = {}
+    setup: SetupPhase | None = None
+    map: MapPhase
+    reduce: list[Step] = []
+    error_policy: ErrorPolicy = ErrorPolicy()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    # Set by load_workflow, never read from YAML (the loader refuses them as keys).
+    source_path: Path = Field(default=Path(), exclude=True)
+    source_hash: str = Field(default="", exclude=True)
+
+    @field_validator("env")
+    @classmethod
+    def _env_not_reserved(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key in RESERVED_NAMES:
+                raise _rule(f"cannot define '{key}', a name prodigy defines itself")
+        return value
+
+    def config_json(self) -> dict[str, Any]:
+        """The validated configuration as plain JSON data, for storing in checkpoints."""
+        return self.model_dump(mode="json")
+
+    def uses_claude(self) -> bool:
+        return any(step.kind == "claude" for _, step in _all_steps(self))
+
+
+def _with_handlers(step: Step) -> Iterator[Step]:
+    yield step
+    if step.on_failure is not None:
+        yield from _with_handlers(step.on_failure)
+
+
+def _all_steps(workflow: Workflow) -> Iterator[tuple[str, Step]]:
+    """Every step with its phase name, on_failure handlers included."""
+    phases: list[tuple[str, Sequence[Step]]] = [
+        ("setup", workflow.setup.steps if workflow.setup else []),
+        ("map", workflow.map.agent_template),
+        ("reduce", workflow.reduce),
+    ]
+    for phase, steps in phases:
+        for step in steps:
+            for each in _with_handlers(step):
+                yield phase, each
+
+
+# ---- loading ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Problem:
+    line: int  # 0-based, as ruamel reports them
+    column: int
+    sentence: str
+
+
+class _ProblemFound(Exception):
+    def __init__(self, problem: _Problem) -> None:
+        super().__init__(problem.sentence)
+        self.problem = problem
+
+
+_INTERNAL_KEYS = ("source_path", "source_hash")
+
+
+def load_workflow(path: Path) -> Workflow:
+    """Read, parse and validate a workflow file; raise WorkflowError naming FILE:LINE:COLUMN."""
+    if path.is_dir():
+        raise UsageError(f"workflow file not found: {path} is a directory")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"workflow file not found: {path}") from None
+    except OSError as exc:
+        raise WorkflowError(f"cannot read workflow file {path}: {exc.strerror}") from None
+    try:
+        problems, workflow = _load(data)
+    except _ProblemFound as found:
+        problems, workflow = [found.problem], None
+    if problems or workflow is None:
+        raise WorkflowError(_report(path, problems))
+    return workflow.model_copy(
+        update={"source_path": path, "source_hash": hashlib.sha256(data).hexdigest()}
+    )
+
+
+def _report(path: Path, problems: list[_Problem]) -> str:
+    first = min(problems, key=lambda p: (p.line, p.column))
+    message = f"{path}:{first.line + 1}:{first.column + 1}: {first.sentence}"
+    more = len(problems) - 1
+    if more:
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return message
+
+
+def _load(data: bytes) -> tuple[list[_Problem], Workflow | None]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _ProblemFound(
+            _Problem(0, 0, f"the workflow file is not UTF-8 text (bad byte at offset {exc.start})")
+        ) from None
+    tree = _parse_yaml(text)
+    if tree is None:
+        raise _ProblemFound(
+            _Problem(0, 0, "the workflow file is empty; it needs at least name, mode and map")
+        )
+    if not isinstance(tree, CommentedMap):
+        raise _ProblemFound(
+            _Problem(
+                0,
+                0,
+                f"the workflow must be a mapping with keys such as name, mode and map, "
+                f"got {_shown(_plain(tree, (0, 0)))}",
+            )
+        )
+    for key in _INTERNAL_KEYS:
+        if key in tree:
+            line, column = tree.lc.key(key)
+            raise _ProblemFound(_Problem(line, column, _unknown_key(key, (), "the workflow")))
+    try:
+        workflow = Workflow.model_validate(_plain(tree, (0, 0)))
+    except ValidationError as exc:
+        return [_problem_from_error(tree, error) for error in exc.errors()], None
+    return _check_json_path(tree, workflow) + _check_variables(tree, workflow), workflow
+
+
+def _parse_yaml(text: str) -> Any:
+    yaml = YAML(typ="rt")
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line, mark.column) if mark is not None else (0, 0)
+        raise _ProblemFound(_Problem(line, column, _yaml_sentence(exc))) from None
+    except YAMLError as exc:
+        raise _ProblemFound(_Problem(0, 0, f"invalid YAML: {exc}")) from None
+
+
+def _yaml_sentence(exc: MarkedYAMLError) -> str:
+    problem = (exc.problem or "").strip()
+    if isinstance(exc, DuplicateKeyError):
+        key = re.match(r'found duplicate key "(.*)" with value', problem)
+        first = exc.context_mark
+        name = f"'{key.group(1)}'" if key else "key"
+        where = f" (in the mapping starting at line {first.line + 1})" if first else ""
+        return f"duplicate key {name}{where}; each key may appear only once"
+    if isinstance(exc, ComposerError):
+        return "the workflow file must hold a single YAML document, but found another one"
+    context = f" ({exc.context.strip()})" if exc.context else ""
+    return f"invalid YAML: {problem}{context}"
+
+
+def _plain(node: Any, position: tuple[int, int]) -> Any:
+    """ruamel's round-trip nodes as plain Python data, so pydantic sees only builtin types."""
+    if isinstance(node, CommentedMap):
+        result: dict[Any, Any] = {}
+        for key, value in node.items():
+            spot = node.lc.data.get(key)
+            result[key] = _plain(value, (spot[2], spot[3]) if spot else position)
+        return result
+    if isinstance(node, CommentedSeq):
+        items: list[Any] = []
+        for i, value in enumerate(node):
+            spot = node.lc.data.get(i)
+            items.append(_plain(value, (spot[0], spot[1]) if spot else position))
+        return items
+    if isinstance(node, TaggedScalar):
+        raise _ProblemFound(
+            _Problem(*position, f"the YAML tag {node.tag.value} is not supported in a workflow")
+        )
+    if isinstance(node, bool):
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+# ---- pydantic errors mapped back to the YAML --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Located:
+    line: int
+    column: int
+    path: str  # as a user would write it: map.agent_template[0].shell
+
+
+def _join(path: str, part: str | int) -> str:
+    if isinstance(part, int):
+        return f"{path}[{part}]"
+    return f"{path}.{part}" if path else part
+
+
+def _locate(tree: CommentedMap, loc: Sequence[str | int], *, at_key: bool = False) -> _Located:
+    """The YAML position and display path of a pydantic `loc`.
+
+    The position is that of the deepest node that exists in the file: the value, or the key
+    when `at_key` is set. The path follows the file's own spelling of a list of steps (plain,
+    or under `commands:`), which pydantic's loc does not know about.
+    """
+    node: Any = tree
+    line, column, path = 0, 0, ""
+    present = True
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if present and isinstance(node, CommentedMap) and isinstance(part, int):
+            commands = node.get("commands")
+            if isinstance(commands, CommentedSeq):
+                spot = node.lc.data["commands"]
+                line, column, path, node = spot[2], spot[3], _join(path, "commands"), commands
+        if present and isinstance(node, CommentedSeq) and isinstance(part, str):
+            continue  # a plain list standing for {commands: [...]}
+        if part == "[key]":
+            continue
+        path = _join(path, part)
+        if not present:
+            continue
+        spot = node.lc.data.get(part) if isinstance(node, CommentedMap | CommentedSeq) else None
+        if spot is None:
+            present = False
+        elif isinstance(node, CommentedSeq):
+            line, column, node = spot[0], spot[1], node[part]
+        elif last and at_key:
+            line, column = spot[0], spot[1]
+        else:
+            line, column, node = spot[2], spot[3], node[part]
+    return _Located(line, column, path)
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+}
+
+
+def _problem_from_error(tree: CommentedMap, error: Any) -> _Problem:
+    kind: str = error["type"]
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    ctx: dict[str, Any] = error.get("ctx") or {}
+    got = _shown(error.get("input"))
+    if kind in ("missing", "extra_forbidden") and loc:
+        parent = _locate(tree, loc[:-1], at_key=True)
+        where = parent.path or "the workflow"
+        if kind == "missing":
+            return _Problem(
+                parent.line, parent.column, f"{where} is missing the required key '{loc[-1]}'"
+            )
+        spot = _locate(tree, loc, at_key=True)
+        return _Problem(spot.line, spot.column, _unknown_key(loc[-1], loc[:-1], where))
+    spot = _locate(tree, loc)
+    subject = spot.path or "the workflow"
+    if kind == _RULE:
+        sentence = f"{subject} {ctx['reason']}"
+    elif kind in _TYPE_WORDS:
+        sentence = f"{subject} must be {_TYPE_WORDS[kind]}, got {got}"
+    elif kind == "greater_than_equal":
+        sentence = f"{subject} must be at least {_bound(ctx['ge'])}, got {got}"
+    elif kind == "greater_than":
+        sentence = f"{subject} must be greater than {_bound(ctx['gt'])}, got {got}"
+    elif kind == "less_than_equal":
+        sentence = f"{subject} must be at most {_bound(ctx['le'])}, got {got}"
+    elif kind == "literal_error":
+        expected = str(ctx["expected"])
+        choice = f"one of {expected}" if " or " in expected else expected
+        sentence = f"{subject} must be {choice}, got {got}"
+    elif kind in ("too_short", "string_too_short"):
+        sentence = f"{subject} must not be empty"
+    else:
+        sentence = f"{subject} is invalid: {error['msg']}"
+    return _Problem(spot.line, spot.column, sentence)
+
+
+def _unknown_key(key: str | int, parent_loc: Sequence[str | int], where: str) -> str:
+    allowed = _allowed_keys(parent_loc)
+    guess = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+    place = "at the top level" if where == "the workflow" else f"in {where}"
+    if guess:
+        return f"unknown key '{key}' {place}; did you mean '{guess[0]}'?"
+    return f"unknown key '{key}' {place}; the keys allowed there are {', '.join(allowed)}"
+
+
+def _model_of(annotation: Any) -> Any:
+    """Strip Optional, list and Annotated down to the model (or other type) inside."""
+    while True:
+        origin = get_origin(annotation)
+        if origin in (Union, types.UnionType, list, Annotated):
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        else:
+            return annotation
+
+
+def _allowed_keys(loc: Sequence[str | int]) -> list[str]:
+    model: Any = Workflow
+    for part in loc:
+        model = _model_of(model)
+        if isinstance(part, str) and isinstance(model, type) and issubclass(model, BaseModel):
+            field = next(
+                (f for n, f in model.model_fields.items() if part in (n, f.validation_alias)),
+                None,
+            )
+            if field is None:
+                return []
+            model = field.annotation
+    model = _model_of(model)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return []
+    return [
+        str(field.validation_alias or name)
+        for name, field in model.model_fields.items()
+        if not field.exclude
+    ]
+
+
+# ---- checks that need the whole validated workflow --------------------------------------------
+
+
+def _check_json_path(tree: CommentedMap, workflow: Workflow) -> list[_Problem]:
+    expression = workflow.map.json_path
+    if expression is None:
+        return []
+    try:
+        jsonpath.compile(expression)
+    except jsonpath.JSONPathError as exc:
+        spot = _locate(tree, ("map", "json_path"))
+        detail = str(getattr(exc, "message", "") or exc).splitlines()[0]
+        token = getattr(exc, "token", None)
+        index = getattr(token, "index", -1)
+        at = f" at character {index + 1}" if isinstance(index, int) and index >= 0 else ""
+        sentence = f"map.json_path {_shown(expression)} is not valid JSONPath: {detail}{at}"
+        return [_Problem(spot.line, spot.column, sentence)]
+    return []
+
+
+def _step_locs(workflow: Workflow) -> Iterator[tuple[str, tuple[str | int, ...], Step]]:
+    if workflow.setup is not None:
+        for i, step in enumerate(workflow.setup.steps):
+            yield "setup", ("setup", "commands", i), step
+    for i, step in enumerate(workflow.map.agent_template):
+        yield "map", ("map", "agent_template", i), step
+    for i, step in enumerate(workflow.reduce):
+        yield "reduce", ("reduce", i), step
+
+
+def _check_variables(tree: CommentedMap, workflow: Workflow) -> list[_Problem]:
+    captures = {
+        step.capture_output
+        for phase, _, step in _step_locs(workflow)
+        if phase != "map" and step.capture_output
+    }
+    known = set(workflow.env) | captures | {"job_id"}
+    problems: list[_Problem] = []
+    for phase, loc, step in _step_locs(workflow):
+        problems += _check_step(tree, phase, loc, step, known, handler=False)
+    return problems
+
+
+def _check_step(
+    tree: CommentedMap,
+    phase: str,
+    loc: tuple[str | int, ...],
+    step: Step,
+    known: set[str],
+    *,
+    handler: bool,
+) -> list[_Problem]:
+    problems: list[_Problem] = []
+    if step.capture_output is not None and (phase == "map" or handler):
+        spot = _locate(tree, (*loc, "capture_output"), at_key=True)
+        reason = (
+            "map steps cannot use capture_output; it is for setup and reduce steps"
+            if phase == "map"
+            else "an on_failure handler cannot use capture_output; put it on the step itself"
+        )
+        problems.append(_Problem(spot.line, spot.column, reason))
+    texts: list[tuple[tuple[str | int, ...], str | None]] = [
+        (("shell",), step.shell),
+        (("claude",), step.claude),
+        (("working_dir",), step.working_dir),
+    ]
+    if step.write_file is not None:
+        texts += [
+            (("write_file", "path"), step.write_file.path),
+            (("write_file", "content"), step.write_file.content),
+        ]
+    texts += [(("env", key), value) for key, value in step.env.items()]
+    for field, text in texts:
+        for name in referenced_names(text or ""):
+            undefined = _variable_problem(name, phase, known, step)
+            if undefined is not None:
+                spot = _locate(tree, (*loc, *field))
+                problems.append(_Problem(spot.line, spot.column, undefined))
+    if step.on_failure is not None:
+        problems += _check_step(
+            tree, phase, (*loc, "on_failure"), step.on_failure, known, handler=True
+        )
+    return problems
+
+
+def _variable_problem(name: str, phase: str, known: set[str], step: Step) -> str | None:
+    try:
+        root, path = split_name(name)
+    except ValueError as exc:
+        return f"{exc}; write $${{{name}}} to pass it to the shell unchanged"
+    if root in known:
+        return None
+    if root in ITEM_VARIABLES:
+        if phase == "map":
+            return None
+        return f"{phase} step uses ${{{name}}}, but item variables exist only in map steps"
+    if root == "map":
+        if phase != "reduce":
+            return f"{phase} step uses ${{{name}}}, but map results exist only in reduce steps"
+        if path and path[0] in MAP_FIELDS:
+            return None
+        return (
+            f"reduce step uses ${{{name}}}, but map has only the fields "
+            f"{', '.join(MAP_FIELDS)} (as in ${{map.total}})"
+        )
+    if not path and root in os.environ:
+        return None
+    if root in step.env:
+        return (
+            f"${{{name}}} is set only in this step's env, which is the command's environment; "
+            f"write ${root} to let the shell read it, or define it under the workflow's env:"
+        )
+    return (
+        f"${{{name}}} is not a workflow variable or an environment variable; define it under env:"
+    )

@@ -1,0 +1,123 @@
+"""Shared fixtures: a temporary PRODIGY_HOME and git repository, and the real `prodigy` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_CLAUDE = ROOT / "tests" / "fake_claude.py"
+JOB_ID = re.compile(r"mapreduce-\d{8}-\d{6}(?:-\d+)?")
+
+
+def prodigy_executable() -> list[str]:
+    exe = shutil.which("prodigy", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "prodigy"]
+
+
+@dataclass
+class Env:
+    """One test's world: its own PRODIGY_HOME and its own git repository."""
+
+    home: Path
+    repo: Path
+    env: dict[str, str]
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def write_json(self, name: str, value: Any) -> Path:
+        path = self.repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(value))
+        return path
+
+    def run(
+        self, *args: str, timeout: float = 50, cwd: Path | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*prodigy_executable(), *args],
+            cwd=cwd or self.repo,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        """Start prodigy in its own process group (so a test can kill the whole group)."""
+        return subprocess.Popen(
+            [*prodigy_executable(), *args],
+            cwd=self.repo,
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    def jobs_dir(self) -> Path:
+        return self.home / "state" / self.repo.name / "mapreduce" / "jobs"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs_dir() / job_id
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        path = self.job_dir(job_id) / "events.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def job_id_of(output: str) -> str:
+    match = JOB_ID.search(output)
+    assert match, f"no job id in output: {output!r}"
+    return match.group(0)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    """Poll a condition (a file appearing, a line count reached) until it holds or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def line_count(path: Path) -> int:
+    try:
+        return len(path.read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[Env]:
+    home = tmp_path / "home"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    env = {
+        **os.environ,
+        "PRODIGY_HOME": str(home),
+        "PRODIGY_CLAUDE_BIN": str(FAKE_CLAUDE),
+        "PRODIGY_INTERRUPT_GRACE": "5",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("PRODIGY_ITEM", None)
+    yield Env(home=home, repo=repo, env=env)

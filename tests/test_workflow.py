@@ -1,0 +1,457 @@
+"""Tests for loading workflow files: the validated model and FILE:LINE:COLUMN error messages."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from prodigy.errors import UsageError, WorkflowError
+from prodigy.workflow import Step, Workflow, WriteFile, load_workflow
+
+SPEC_EXAMPLE = """\
+name: analyze-codebase
+mode: mapreduce
+env: {REPORT_DIR: reports}
+setup:
+  - shell: "python list_files.py > files.json"
+  - shell: "git rev-parse HEAD"
+    capture_output: base_commit
+map:
+  input: files.json
+  json_path: "$.files[*]"
+  filter: "size > 100"
+  sort_by: "priority DESC"
+  distinct: path
+  offset: 0
+  max_items: 100
+  max_parallel: 5
+  agent_timeout_secs: 600
+  agent_template:
+    - claude: "/analyze '${item.path}'"
+    - shell: "python check.py '${item.path}'"
+      timeout: 60
+      on_failure:
+        shell: "echo recovering ${item.path}"
+error_policy:
+  on_item_failure: dlq
+  max_failures: 20
+  failure_threshold: 0.2
+  retry_config:
+    max_attempts: 3
+    backoff: exponential
+    initial_delay: 1s
+    max_delay: 60s
+    jitter: true
+checkpoint:
+  interval_items: 1
+  max_checkpoints: 3
+reduce:
+  - shell: "echo ${map.successful}/${map.total} succeeded, ${map.failed} failed"
+  - write_file: {path: "reports/summary.json", content: "${map.results}", format: json}
+"""
+
+# Line 6 is the one agent step; tests append or replace lines of this.
+MINIMAL = """\
+name: demo
+mode: mapreduce
+map:
+  input: items.json
+  agent_template:
+    - shell: "echo ${item.path}"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "wf.yaml"
+    path.write_text(text)
+    return path
+
+
+def load(tmp_path: Path, text: str) -> Workflow:
+    return load_workflow(write(tmp_path, text))
+
+
+def error(tmp_path: Path, text: str) -> str:
+    """The loading error with the temporary directory cut off: 'wf.yaml:L:C: sentence'."""
+    path = write(tmp_path, text)
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(path)
+    message = caught.value.message
+    assert message.startswith(f"{path}:")
+    assert "\n" not in message
+    return "wf.yaml:" + str(message).removeprefix(f"{path}:")
+
+
+def test_spec_example_loads_with_its_values(tmp_path: Path) -> None:
+    wf = load(tmp_path, SPEC_EXAMPLE)
+    assert wf.name == "analyze-codebase"
+    assert wf.mode == "mapreduce"
+    assert wf.env == {"REPORT_DIR": "reports"}
+    assert wf.setup is not None
+    assert [s.shell for s in wf.setup.steps] == [
+        "python list_files.py > files.json",
+        "git rev-parse HEAD",
+    ]
+    assert wf.setup.steps[1].capture_output == "base_commit"
+    assert wf.setup.timeout is None
+    m = wf.map
+    assert (m.input, m.json_path, m.filter, m.sort_by, m.distinct) == (
+        "files.json",
+        "$.files[*]",
+        "size > 100",
+        "priority DESC",
+        "path",
+    )
+    assert (m.offset, m.max_items, m.max_parallel, m.agent_timeout_secs) == (0, 100, 5, 600.0)
+    assert m.isolation == "none"
+    first, second = m.agent_template
+    assert first.kind == "claude" and first.text == "/analyze '${item.path}'"
+    assert second.kind == "shell" and second.timeout == 60.0
+    assert second.on_failure is not None
+    assert second.on_failure.shell == "echo recovering ${item.path}"
+    policy = wf.error_policy
+    assert (policy.on_item_failure, policy.max_failures, policy.failure_threshold) == (
+        "dlq",
+        20,
+        0.2,
+    )
+    retry = policy.retry_config
+    assert (retry.max_attempts, retry.backoff, retry.initial_delay, retry.max_delay) == (
+        3,
+        "exponential",
+        1.0,
+        60.0,
+    )
+    assert retry.jitter is True
+    assert (wf.checkpoint.interval_items, wf.checkpoint.max_checkpoints) == (1, 3)
+    assert wf.reduce[1].write_file == WriteFile(
+        path="reports/summary.json", content="${map.results}", format="json"
+    )
+    assert wf.reduce[1].kind == "write_file"
+    assert wf.reduce[1].text == "write_file reports/summary.json"
+    assert wf.uses_claude()
+
+
+def test_source_and_config_json(tmp_path: Path) -> None:
+    path = write(tmp_path, SPEC_EXAMPLE)
+    wf = load_workflow(path)
+    assert wf.source_path == path
+    assert wf.source_hash == hashlib.sha256(SPEC_EXAMPLE.encode()).hexdigest()
+    config = wf.config_json()
+    assert "source_path" not in config and "source_hash" not in config
+    assert config["map"]["max_parallel"] == 5
+    assert config["error_policy"]["retry_config"]["initial_delay"] == 1.0
+    assert Workflow.model_validate(config).config_json() == config
+
+
+def test_defaults(tmp_path: Path) -> None:
+    wf = load(tmp_path, MINIMAL)
+    assert wf.setup is None and wf.reduce == [] and wf.env == {}
+    assert wf.map.max_parallel == 10 and wf.map.offset == 0 and wf.map.max_items is None
+    assert wf.error_policy.on_item_failure == "dlq"
+    assert wf.error_policy.retry_config.max_attempts == 1
+    assert wf.error_policy.retry_config.backoff == "exponential"
+    assert wf.checkpoint.max_checkpoints == 3
+    assert not wf.uses_claude()
+
+
+def test_models_are_frozen(tmp_path: Path) -> None:
+    wf = load(tmp_path, MINIMAL)
+    with pytest.raises(ValueError, match="frozen"):
+        wf.map.max_parallel = 3
+
+
+def test_setup_as_plain_list_and_as_commands_mapping(tmp_path: Path) -> None:
+    listed = load(tmp_path, MINIMAL + "setup:\n  - shell: make\n")
+    assert listed.setup is not None
+    assert [s.shell for s in listed.setup.steps] == ["make"]
+    assert listed.setup.timeout is None
+    mapped = load(tmp_path, MINIMAL + "setup:\n  timeout: 2m\n  commands:\n    - shell: make\n")
+    assert mapped.setup is not None
+    assert [s.shell for s in mapped.setup.steps] == ["make"]
+    assert mapped.setup.timeout == 120.0
+
+
+def test_agent_template_as_commands_mapping(tmp_path: Path) -> None:
+    text = MINIMAL.replace("  agent_template:\n", "  agent_template:\n    commands:\n  ")
+    wf = load(tmp_path, text)
+    assert [s.shell for s in wf.map.agent_template] == ["echo ${item.path}"]
+
+
+def test_uses_claude_sees_on_failure_handlers(tmp_path: Path) -> None:
+    text = MINIMAL + "      on_failure: {claude: '/fix it'}\n"
+    assert load(tmp_path, text).uses_claude()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("30s", 30.0), ("2m", 120.0), ("1h", 3600.0), ("45", 45.0), ("1.5", 1.5)],
+)
+def test_duration_forms(tmp_path: Path, text: str, seconds: float) -> None:
+    wf = load(tmp_path, MINIMAL + f"      timeout: {text}\n")
+    assert wf.map.agent_template[0].timeout == seconds
+
+
+@given(st.integers(min_value=1, max_value=10**6), st.sampled_from(["ms", "s", "m", "h"]))
+def test_duration_units_scale(number: int, unit: str) -> None:
+    step = Step.model_validate({"shell": "x", "timeout": f"{number}{unit}"})
+    factor = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    assert step.timeout == pytest.approx(number * factor)
+
+
+def test_env_numbers_become_strings(tmp_path: Path) -> None:
+    wf = load(tmp_path, MINIMAL + "env: {PORT: 8080, DEBUG: true, RATE: 0.5}\n")
+    assert wf.env == {"PORT": "8080", "DEBUG": "true", "RATE": "0.5"}
+
+
+# ---- errors -------------------------------------------------------------------------------------
+
+
+def test_missing_file_is_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="workflow file not found"):
+        load_workflow(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    text = MINIMAL.replace("input: items.json", "input: items.json: oops")
+    assert error(tmp_path, text) == (
+        "wf.yaml:4:20: invalid YAML: mapping values are not allowed here"
+    )
+
+
+def test_duplicate_key(tmp_path: Path) -> None:
+    text = MINIMAL.replace("mode: mapreduce\n", "mode: mapreduce\nname: again\n")
+    assert error(tmp_path, text) == (
+        "wf.yaml:3:1: duplicate key 'name' (in the mapping starting at line 1); "
+        "each key may appear only once"
+    )
+
+
+def test_unknown_key_with_suggestion(tmp_path: Path) -> None:
+    text = MINIMAL.replace("  input:", "  max_paralel: 5\n  input:")
+    assert error(tmp_path, text) == (
+        "wf.yaml:4:3: unknown key 'max_paralel' in map; did you mean 'max_parallel'?"
+    )
+
+
+def test_unknown_key_in_a_step(tmp_path: Path) -> None:
+    text = MINIMAL + "      timout: 5\n"
+    assert error(tmp_path, text) == (
+        "wf.yaml:7:7: unknown key 'timout' in map.agent_template[0]; did you mean 'timeout'?"
+    )
+
+
+def test_unknown_top_level_key_without_close_match(tmp_path: Path) -> None:
+    message = error(tmp_path, MINIMAL + "zzz: 1\n")
+    assert message.startswith("wf.yaml:7:1: unknown key 'zzz' at the top level; the keys allowed")
+    assert "error_policy" in message and "source_hash" not in message
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    text = MINIMAL + "  max_parallel: five\n"
+    assert error(tmp_path, text) == (
+        "wf.yaml:7:17: map.max_parallel must be an integer, got 'five'"
+    )
+
+
+def test_quoted_number_is_a_wrong_type(tmp_path: Path) -> None:
+    text = MINIMAL + '  max_parallel: "5"\n'
+    assert error(tmp_path, text) == "wf.yaml:7:17: map.max_parallel must be an integer, got '5'"
+
+
+def test_missing_required_field_points_at_parent(tmp_path: Path) -> None:
+    text = MINIMAL.replace("  input: items.json\n", "")
+    assert error(tmp_path, text) == "wf.yaml:3:1: map is missing the required key 'input'"
+    assert error(tmp_path, MINIMAL.replace("name: demo\n", "")) == (
+        "wf.yaml:1:1: the workflow is missing the required key 'name'"
+    )
+
+
+def test_max_parallel_zero(tmp_path: Path) -> None:
+    text = MINIMAL + "  max_parallel: 0\n"
+    assert error(tmp_path, text) == "wf.yaml:7:17: map.max_parallel must be at least 1, got 0"
+
+
+def test_bad_duration(tmp_path: Path) -> None:
+    message = error(tmp_path, MINIMAL + "      timeout: soon\n")
+    assert message.startswith("wf.yaml:7:16: map.agent_template[0].timeout must be a duration")
+    assert message.endswith("got 'soon'")
+
+
+def test_non_positive_timeout(tmp_path: Path) -> None:
+    assert error(tmp_path, MINIMAL + "      timeout: 0s\n") == (
+        "wf.yaml:7:16: map.agent_template[0].timeout must be greater than 0, got '0s'"
+    )
+
+
+def test_shell_and_claude_in_one_step(tmp_path: Path) -> None:
+    text = MINIMAL + "      claude: /fix\n"
+    assert error(tmp_path, text) == (
+        "wf.yaml:6:7: map.agent_template[0] must have exactly one of shell, claude or "
+        "write_file, but has shell and claude"
+    )
+
+
+def test_step_with_no_kind(tmp_path: Path) -> None:
+    text = MINIMAL + "reduce:\n  - timeout: 5\n"
+    assert error(tmp_path, text) == (
+        "wf.yaml:8:5: reduce[0] must have exactly one of shell, claude or write_file, "
+        "but has none of them"
+    )
+
+
+def test_isolation_worktree_refused(tmp_path: Path) -> None:
+    message = error(tmp_path, MINIMAL + "  isolation: worktree\n")
+    assert message.startswith("wf.yaml:7:14: map.isolation cannot be 'worktree': git worktree")
+    assert "not available yet" in message and "isolation: none" in message
+
+
+def test_literal_choices(tmp_path: Path) -> None:
+    text = MINIMAL + "error_policy:\n  retry_config:\n    backoff: quadratic\n"
+    assert error(tmp_path, text) == (
+        "wf.yaml:9:14: error_policy.retry_config.backoff must be one of 'fixed', 'linear', "
+        "'exponential' or 'fibonacci', got 'quadratic'"
+    )
+
+
+def test_failure_threshold_range(tmp_path: Path) -> None:
+    text = MINIMAL + "error_policy: {failure_threshold: 1.5}\n"
+    assert error(tmp_path, text) == (
+        "wf.yaml:7:35: error_policy.failure_threshold must be at most 1, got 1.5"
+    )
+
+
+def test_unknown_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UNDEFINED_THING", raising=False)
+    text = MINIMAL + "reduce:\n  - shell: echo ${UNDEFINED_THING}\n"
+    assert error(tmp_path, text) == (
+        "wf.yaml:8:12: ${UNDEFINED_THING} is not a workflow variable or an environment "
+        "variable; define it under env:"
+    )
+
+
+def test_environment_variable_is_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODIGY_TEST_ONLY", "1")
+    load(tmp_path, MINIMAL + "reduce:\n  - shell: echo ${PRODIGY_TEST_ONLY}\n")
+
+
+def test_item_variable_in_reduce(tmp_path: Path) -> None:
+    text = MINIMAL + "reduce:\n  - shell: echo ${item.path}\n"
+    assert error(tmp_path, text) == (
+        "wf.yaml:8:12: reduce step uses ${item.path}, but item variables exist only in map steps"
+    )
+
+
+def test_item_variable_in_setup_on_failure(tmp_path: Path) -> None:
+    text = MINIMAL + "setup:\n  - shell: make\n    on_failure:\n      shell: echo ${item_id}\n"
+    assert error(tmp_path, text) == (
+        "wf.yaml:10:14: setup step uses ${item_id}, but item variables exist only in map steps"
+    )
+
+
+def test_map_variable_outside_reduce_and_unknown_map_field(tmp_path: Path) -> None:
+    text = MINIMAL.replace("${item.path}", "${map.total}")
+    assert error(tmp_path, text) == (
+        "wf.yaml:6:14: map step uses ${map.total}, but map results exist only in reduce steps"
+    )
+    message = error(tmp_path, MINIMAL + "reduce:\n  - shell: echo ${map.sucessful}\n")
+    assert message.startswith("wf.yaml:8:12: reduce step uses ${map.sucessful}, but map has")
+
+
+def test_variables_in_every_step_field(tmp_path: Path) -> None:
+    text = MINIMAL + "reduce:\n  - write_file:\n      path: out.txt\n      content: ${nope_var}\n"
+    assert error(tmp_path, text).startswith("wf.yaml:10:16: ${nope_var} is not a workflow")
+    text = MINIMAL + "      env: {X: '${nope_var}'}\n"
+    assert error(tmp_path, text).startswith("wf.yaml:7:16: ${nope_var} is not a workflow")
+
+
+def test_known_variables_are_accepted(tmp_path: Path) -> None:
+    text = (
+        "name: v\nmode: mapreduce\nenv: {OUT: reports}\n"
+        "setup:\n  - shell: git rev-parse HEAD\n    capture_output: base\n"
+        "map:\n  input: x.json\n  agent_template:\n"
+        "    - shell: echo ${item} ${item.a.b[0]} ${item_index} ${item_id} ${attempt}\n"
+        "    - claude: ${job_id} ${OUT} ${base} ${count} $${literal} $HOME\n"
+        "reduce:\n  - shell: echo ${map.results} ${map.skipped} ${base}\n"
+        "    capture_output: count\n"
+    )
+    load(tmp_path, text)
+
+
+def test_shell_parameter_syntax_needs_escape(tmp_path: Path) -> None:
+    message = error(tmp_path, MINIMAL.replace("${item.path}", "${HOME:-/tmp}"))
+    assert message.startswith("wf.yaml:6:14: ${HOME:-/tmp} is not a valid variable reference")
+
+
+def test_capture_output_must_be_a_name(tmp_path: Path) -> None:
+    text = MINIMAL + "reduce:\n  - shell: date\n    capture_output: true\n"
+    message = error(tmp_path, text)
+    assert message.startswith("wf.yaml:9:21: reduce[0].capture_output must be the name")
+
+
+def test_capture_output_refused_in_map_steps(tmp_path: Path) -> None:
+    text = MINIMAL + "      capture_output: out\n"
+    assert error(tmp_path, text) == (
+        "wf.yaml:7:7: map steps cannot use capture_output; it is for setup and reduce steps"
+    )
+
+
+def test_bad_json_path(tmp_path: Path) -> None:
+    text = MINIMAL + "  json_path: '$.files['\n"
+    message = error(tmp_path, text)
+    assert message.startswith("wf.yaml:7:14: map.json_path '$.files[' is not valid JSONPath: ")
+
+
+def test_errors_in_setup_point_into_the_file(tmp_path: Path) -> None:
+    listed = MINIMAL + "setup:\n  - shell: make\n    timeout: never\n"
+    assert error(tmp_path, listed).startswith("wf.yaml:9:14: setup[0].timeout must be a duration")
+    mapped = MINIMAL + "setup:\n  commands:\n    - shel: make\n"
+    assert error(tmp_path, mapped) == (
+        "wf.yaml:9:7: unknown key 'shel' in setup.commands[0]; did you mean 'shell'?"
+    )
+
+
+def test_first_problem_in_file_order_with_count(tmp_path: Path) -> None:
+    text = MINIMAL + "  max_parallel: 0\n  offset: -1\nname2: x\n"
+    assert error(tmp_path, text) == (
+        "wf.yaml:7:17: map.max_parallel must be at least 1, got 0 (and 2 more problems)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "wf.yaml:1:1: the workflow file is empty"),
+        ("# only a comment\n", "wf.yaml:1:1: the workflow file is empty"),
+        ("- a\n- b\n", "wf.yaml:1:1: the workflow must be a mapping"),
+        ("just text\n", "wf.yaml:1:1: the workflow must be a mapping"),
+        ("a: 1\n---\nb: 2\n", "wf.yaml:2:1: the workflow file must hold a single YAML document"),
+        (MINIMAL + "env: !secret x\n", "wf.yaml:7:6: the YAML tag !secret is not supported"),
+        (MINIMAL + "env: &loop [*loop]\n", "wf.yaml:7:6: env must be a mapping, got a list"),
+        ("source_hash: x\n" + MINIMAL, "wf.yaml:1:1: unknown key 'source_hash' at the top level"),
+    ],
+)
+def test_documents_that_are_not_workflows(tmp_path: Path, text: str, expected: str) -> None:
+    assert error(tmp_path, text).startswith(expected)
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_bytes(b"name: \xff\n")
+    with pytest.raises(WorkflowError, match=r"wf\.yaml:1:1: the workflow file is not UTF-8"):
+        load_workflow(path)
+
+
+@given(st.integers(min_value=-5, max_value=0))
+def test_max_parallel_below_one_always_refused(value: int) -> None:
+    data = {
+        "name": "n",
+        "mode": "mapreduce",
+        "map": {"input": "x", "max_parallel": value, "agent_template": [{"shell": "x"}]},
+    }
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        Workflow.model_validate(data)
