@@ -117,8 +117,8 @@ def test_thirty_digit_integers_compare_exactly() -> None:
     assert keep("id == 123456789012345678901234567890", {"id": big})
     assert not keep("id == 123456789012345678901234567891", {"id": big})
     assert keep("id > 123456789012345678901234567889", {"id": big})
-    # As a float both would be the same number; an exact int must still tell them apart.
-    assert not keep("id == 123456789012345678901234567891", {"id": float(big)}) or True
+    # Rounded to a float it is another number; comparing through floats would call them equal.
+    assert not keep("id == 123456789012345678901234567890", {"id": float(big)})
     assert not keep("id > 123456789012345678901234567890", {"id": big})
 
 
@@ -212,7 +212,7 @@ def test_literals() -> None:
     assert keep("x == [[1], 'a']", {"x": [[1], "a"]})
 
 
-@pytest.mark.parametrize("item", [None, 3, "size", [1, 2], True, {"size": {"x": 1}}])
+@pytest.mark.parametrize("item", [None, 3, "size", [1, 2], True])
 def test_items_that_are_not_objects_have_no_fields(item: Any) -> None:
     assert not keep("size > 1", item)
     assert keep("size == null", item)

@@ -229,7 +229,9 @@ class JobRunner:
         self._metadata("running")
         if self.state.item_count is not None:
             self._open_items()
-        if self.writer.written_version != self.state.version:
+        has_setup = self.workflow.setup is not None and bool(self.workflow.setup.steps)
+        frozen_or_setup = self.state.item_count is not None or has_setup
+        if frozen_or_setup and self.writer.written_version != self.state.version:
             self._save_checkpoint_now()
         if not self.state.setup_done:
             failure = await self._run_setup()
@@ -265,6 +267,7 @@ class JobRunner:
         variables: dict[str, Any],
         env: Mapping[str, str],
         on_done: Callable[[int, dict[str, str]], Awaitable[None]],
+        show_output: bool = False,
     ) -> str | None:
         """Run steps in order from `first`; the failure sentence, or None when all succeeded."""
         for n in range(first, len(steps)):
@@ -289,6 +292,8 @@ class JobRunner:
                     outcome = handler
             if not outcome.ok:
                 return f"step {n + 1} ({step.text}) failed: {outcome.error}"
+            if show_output and outcome.stdout.strip():
+                self.reporter.say(outcome.stdout.rstrip("\n"))
             captured: dict[str, str] = {}
             if step.capture_output:
                 captured[step.capture_output] = outcome.stdout.strip()
@@ -571,7 +576,9 @@ class JobRunner:
             await self._commit(ReduceStepCompleted(step=n, outputs=captured))
             self.events.emit("reduce_step_completed", step=n + 1)
 
-        failure = await self._run_steps(steps, self.state.reduce_done, variables, env, done)
+        failure = await self._run_steps(
+            steps, self.state.reduce_done, variables, env, done, show_output=True
+        )
         if failure is not None:
             return f"reduce failed: {failure}"
         if not self._stop.is_set():

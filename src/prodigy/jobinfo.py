@@ -8,6 +8,7 @@ what could not be read is listed in `JobSummary.problems` and the rest is filled
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,10 +16,11 @@ from typing import Any, Literal
 
 import msgspec
 
+from prodigy.checkpoint import JobInfo, checkpoint_document
 from prodigy.errors import StateError
-from prodigy.journal import read_journal
+from prodigy.job import ItemsFile, load_state, read_job_metadata
 from prodigy.lock import LockHolder, is_locked
-from prodigy.state import Counts, JobState, counts, phase, replay
+from prodigy.state import Counts, JobState, counts, phase
 from prodigy.store import JobDir
 
 END_STATUSES = ("completed", "failed", "stopped", "interrupted")
@@ -164,7 +166,7 @@ def _read_metadata(job: JobDir) -> tuple[dict[str, Any], str | None]:
 
 def _read_state(job: JobDir) -> tuple[JobState | None, str | None]:
     try:
-        state = replay(read_journal(job.journal).records)
+        state, _ = load_state(job)
     except StateError as exc:
         return None, exc.message.rstrip(".")
     except OSError as exc:
@@ -232,6 +234,9 @@ def summarize(job: JobDir, replay_journal: bool = True) -> JobSummary:
         holder = is_locked(job.lock)
     except OSError:
         holder = None
+    if holder is not None and (holder.pid, holder.host) == (os.getpid(), socket.gethostname()):
+        # This process holds the lock (a clean deciding under it): nobody else is running it.
+        holder = None
     status, crashed = _status(meta.get("status"), state.ended if state else None, holder)
 
     source: CountsSource
@@ -295,3 +300,59 @@ def directory_size(path: Path) -> int:
             except OSError:
                 continue
     return total
+
+
+def describe_failed(c: Counts) -> str:
+    """`20 (10 in DLQ, 10 retriable)`, the wording of the guide's `checkpoints list`."""
+    parts = [f"{c.dead} in DLQ", f"{c.retriable} retriable"]
+    if c.skipped:
+        parts.append(f"{c.skipped} skipped")
+    return f"{c.failed} ({', '.join(parts)})"
+
+
+class _WorkflowPart(msgspec.Struct):
+    workflow: dict[str, Any]
+
+
+_workflow_decoder = msgspec.json.Decoder(_WorkflowPart)
+
+
+def _stored_workflow_config(job: JobDir) -> dict[str, Any] | None:
+    """The workflow configuration every checkpoint repeats, from the newest readable file."""
+    for version in job.checkpoint_versions():
+        try:
+            part = _workflow_decoder.decode(job.checkpoint(version).read_bytes())
+        except (OSError, msgspec.DecodeError):
+            continue
+        config = part.workflow.get("config")
+        if isinstance(config, dict):
+            return config
+    return None
+
+
+def rebuild_checkpoint_document(job: JobDir, version: int) -> dict[str, Any]:
+    """The checkpoint of `version` as it would have been written, rebuilt from the journal
+    (versions may have no file: writes are skipped under load and old files are pruned)."""
+    state, _ = load_state(job, upto_version=version)
+    meta = read_job_metadata(job)
+    config = _stored_workflow_config(job)
+    if config is None:
+        raise StateError(
+            f"Checkpoint v{version} of job {job.job_id} cannot be rebuilt: no readable "
+            "checkpoint file is left to take the workflow configuration from."
+        )
+    info = JobInfo(
+        job_id=meta.job_id,
+        workflow_path=meta.workflow_path,
+        workflow_hash=meta.workflow_hash,
+        workflow_config=config,
+        workdir=meta.workdir,
+        reduce_steps=meta.reduce_steps,
+        created_at=meta.created_at,
+    )
+    ids: list[str] = []
+    if state.item_count is not None:
+        items = ItemsFile(job.items)
+        ids = items.ids
+        items.close()
+    return checkpoint_document(state, info, ids)
