@@ -25,7 +25,9 @@ def records(n: int) -> list[Record]:
     out: list[Record] = [SetupCompleted(outputs={}), ItemsFrozen(count=n, max_attempts=2)]
     for i in range(n):
         result = Attempt(attempt=1, ok=i % 3 != 0, started_at="t", duration_s=0.01, output="x" * i)
-        out.append(AttemptEnded(index=i, outcome="succeeded" if result.ok else "retry", result=result))
+        out.append(
+            AttemptEnded(index=i, outcome="succeeded" if result.ok else "retry", result=result)
+        )
     return out
 
 

@@ -47,7 +47,10 @@ def ended(index: int, n: int, outcome: str) -> AttemptEnded:
     return AttemptEnded(index=index, outcome=outcome, result=attempt(n, outcome == "succeeded"))  # type: ignore[arg-type]
 
 
-HEAD: list[Record] = [SetupCompleted(outputs={"x": "1"}), ItemsFrozen(count=N_ITEMS, max_attempts=3)]
+HEAD: list[Record] = [
+    SetupCompleted(outputs={"x": "1"}),
+    ItemsFrozen(count=N_ITEMS, max_attempts=3),
+]
 
 
 def test_replay_counts_and_versions() -> None:
@@ -185,7 +188,9 @@ def test_replay_equals_incremental_application(tail: list[Record], data: st.Data
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(record_strategy, max_size=30), st.data())
-def test_rollback_to_any_version_equals_that_prefix(tail: list[Record], data: st.DataObject) -> None:
+def test_rollback_to_any_version_equals_that_prefix(
+    tail: list[Record], data: st.DataObject
+) -> None:
     records = [*HEAD, *tail]
     final = replay(records)
     version = data.draw(st.integers(0, final.version))

@@ -13,7 +13,6 @@ import heapq
 import os
 import random
 import signal
-import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 import msgspec
 
 from prodigy.agent import AgentContext, Executor, LocalExecutor, step_spec
-from prodigy.checkpoint import CheckpointWriter, JobInfo, snapshot
+from prodigy.checkpoint import CheckpointWriter, JobInfo
 from prodigy.errors import (
     EXIT_FAILURE,
     EXIT_ITEMS_IN_DLQ,
@@ -178,7 +177,10 @@ class JobRunner:
 
     def _maybe_checkpoint(self) -> None:
         written = self.writer.written_version
-        if written is None or self.state.version - written >= self.workflow.checkpoint.interval_items:
+        if (
+            written is None
+            or self.state.version - written >= self.workflow.checkpoint.interval_items
+        ):
             self.writer.request(self.state)
 
     def _save_checkpoint_now(self) -> None:
@@ -398,7 +400,9 @@ class JobRunner:
                 now = loop.time()
                 while delayed and delayed[0][0] <= now:
                     queue.append(heapq.heappop(delayed)[1])
-                while not self._stop.is_set() and queue and len(running) < self.options.max_parallel:
+                while (
+                    not self._stop.is_set() and queue and len(running) < self.options.max_parallel
+                ):
                     index = queue.popleft()
                     task = asyncio.ensure_future(self._run_agent(executor, index))
                     running[task] = index
@@ -414,12 +418,13 @@ class JobRunner:
                 done, _ = await asyncio.wait(
                     waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
-                for task in done:
-                    if task is stop_waiter:
+                for finished in done:
+                    if finished is stop_waiter:
                         continue
-                    index = running.pop(task)  # type: ignore[call-overload]
-                    self._killable.discard(task)
-                    self._after_agent(task, index, delayed, loop.time())
+                    agent_task: asyncio.Task[Outcome] = finished  # type: ignore[assignment]
+                    index = running.pop(agent_task)
+                    self._killable.discard(agent_task)
+                    self._after_agent(agent_task, index, delayed, loop.time())
                 self.reporter.update(counts(self.state), len(running), self.state.cost_usd)
         finally:
             stop_waiter.cancel()

@@ -143,8 +143,14 @@ def read_job_metadata(job: JobDir) -> JobMetadata:
         raise StateError(f"{job.metadata} is missing a field ({exc}).") from None
 
 
-def create_job(repo_name: str, workdir: Path, workflow_path: Path, workflow_hash: str,
-               workflow_name: str, reduce_steps: int) -> tuple[JobDir, JobMetadata]:
+def create_job(
+    repo_name: str,
+    workdir: Path,
+    workflow_path: Path,
+    workflow_hash: str,
+    workflow_name: str,
+    reduce_steps: int,
+) -> tuple[JobDir, JobMetadata]:
     """Make the job directory with its metadata, empty journal and events log."""
     from prodigy.store import create_job_dir
 

@@ -199,9 +199,7 @@ def _counts_from_metadata(meta: dict[str, Any]) -> Counts:
     )
 
 
-def _status(
-    meta_status: object, ended: str | None, holder: LockHolder | None
-) -> tuple[str, bool]:
+def _status(meta_status: object, ended: str | None, holder: LockHolder | None) -> tuple[str, bool]:
     """The job's status and whether it crashed, trusting a live lock, then the journal."""
     if holder is not None:
         return "running", False

@@ -131,7 +131,6 @@ class JobDir:
     def scratch(self) -> Path:
         return self.path / "tmp"
 
-
     def checkpoint(self, version: int) -> Path:
         return self.path / f"checkpoint-v{version}.json"
 

@@ -45,9 +45,7 @@ def execute(
     journal = Journal(job.journal, journal_valid_bytes)
     events = EventLog(job.events, job.job_id)
     events.emit(first_event, workflow=meta.workflow_path, **event_fields)
-    runner = JobRunner(
-        job, meta, workflow, state, journal, events, make_reporter(), options
-    )
+    runner = JobRunner(job, meta, workflow, state, journal, events, make_reporter(), options)
     try:
         return run_job(runner)
     finally:

@@ -51,8 +51,9 @@ def _set_aside_corrupt(job: JobDir) -> None:
     job.latest.unlink(missing_ok=True)
 
 
-def _check_consistency(job: JobDir, checkpoint: dict[str, Any], records: list[Any],
-                       state: JobState) -> None:
+def _check_consistency(
+    job: JobDir, checkpoint: dict[str, Any], records: list[Any], state: JobState
+) -> None:
     if checkpoint.get("job_id") != job.job_id:
         raise StateError(
             f"Checkpoint {job.latest.resolve()} belongs to job {checkpoint.get('job_id')!r}, "
@@ -233,8 +234,9 @@ def _resume_locked(
             )
             events.close()
         if requeue or rerun_reduce:
-            journal.append_now([Requeued(indexes=requeue, limits=limits,
-                                         rerun_reduce=rerun_reduce)])
+            journal.append_now(
+                [Requeued(indexes=requeue, limits=limits, rerun_reduce=rerun_reduce)]
+            )
     finally:
         journal.close()
     contents = read_journal(job.journal)
@@ -252,7 +254,13 @@ def _resume_locked(
         _say(f"Continuing with {remaining} pending items...")
     options = RunOptions(max_parallel=parallel, claude_bin=claude_bin())
     return execute(
-        job, meta, workflow, state, contents.valid_bytes, options, "job_resumed",
+        job,
+        meta,
+        workflow,
+        state,
+        contents.valid_bytes,
+        options,
+        "job_resumed",
         version=state.version,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -54,9 +55,7 @@ def cook_workflow(
     items: list[WorkItem] | None = None
     if not has_setup:
         # Without setup the input exists now: bad input is refused before any job exists.
-        loaded = load_items(
-            item_spec(workflow, max_items), repo.root, base_environment(workflow)
-        )
+        loaded = load_items(item_spec(workflow, max_items), repo.root, base_environment(workflow))
         for warning in loaded.warnings:
             click.echo(f"warning: {warning}", err=True)
         items = loaded.items
@@ -98,15 +97,18 @@ _options = [
 
 def _command(name: str, help_text: str) -> click.Command:
     def callback(
-        workflow_file: Path, max_parallel: int | None, max_items: int | None, yes: bool,
+        workflow_file: Path,
+        max_parallel: int | None,
+        max_items: int | None,
+        yes: bool,
         dry_run: bool,
     ) -> int:
         return cook_workflow(workflow_file, max_parallel, max_items, dry_run)
 
-    decorated: object = callback
+    decorated: Callable[..., int] = callback
     for option in reversed(_options):
-        decorated = option(decorated)  # type: ignore[arg-type]
-    return click.command(name, help=help_text)(_workflow_arg(decorated))  # type: ignore[arg-type]
+        decorated = option(decorated)
+    return click.command(name, help=help_text)(_workflow_arg(decorated))
 
 
 cook = _command("cook", "Start a new job from WORKFLOW (a YAML file) and run it.")
