@@ -124,9 +124,10 @@ def entries_from_state(
     ]
 
 
-def dlq_entries(job: JobDir) -> list[DlqEntry]:
-    """The job's DLQ as it stands now (rebuilt from the journal)."""
-    state, _ = load_state(job)
+def dlq_entries(job: JobDir, state: JobState | None = None) -> list[DlqEntry]:
+    """The job's DLQ as it stands now (rebuilt from the journal unless `state` is given)."""
+    if state is None:
+        state, _ = load_state(job)
     if state.item_count is None or not state.indexes_with(ItemStatus.DEAD):
         return []
     items = ItemsFile(job.items)

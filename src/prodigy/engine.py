@@ -143,6 +143,8 @@ class JobRunner:
         self._killable: set[asyncio.Task[Any]] = set()
         self._commits: set[asyncio.Task[None]] = set()
         self._failed_this_run = 0
+        self._from_dlq: set[int] = set()
+        self._policy_enabled = True
         self._finished_this_run = 0
         self._rng = random.Random()
 
@@ -214,11 +216,18 @@ class JobRunner:
     # ---- the run -------------------------------------------------------------------------------
 
     async def run(self) -> int:
+        return await self._with_signals(self._run_phases())
+
+    async def reprocess(self, indexes: list[int]) -> int:
+        """Run only `indexes` (items just taken out of the DLQ); no setup, no reduce."""
+        return await self._with_signals(self._reprocess(indexes))
+
+    async def _with_signals(self, body: Awaitable[int]) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
-            return await self._run_phases()
+            return await body
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
@@ -237,7 +246,7 @@ class JobRunner:
             self._save_checkpoint_now()
         if not self.state.setup_done:
             failure = await self._run_setup()
-            if failure is not None:
+            if failure is not None or self._stop.is_set():
                 return await self._end_early(failure)
         if self.state.item_count is None:
             try:
@@ -250,9 +259,36 @@ class JobRunner:
                 return await self._end_early(None)
         if phase(self.state, len(self.workflow.reduce)) == "reduce":
             failure = await self._run_reduce()
-            if failure is not None:
+            if failure is not None or self._stop.is_set():
                 return await self._end_early(failure)
         return await self._complete()
+
+    async def _reprocess(self, indexes: list[int]) -> int:
+        self._metadata("running")
+        self._open_items()
+        self._from_dlq = set(indexes)
+        # A reprocess is a deliberate second try: the failure policy does not cut it short.
+        self._policy_enabled = False
+        before = self.state.ended
+        await self._run_map(indexes)
+        if self._signal is not None or self._fatal:
+            return await self._end_early(None)
+        c = counts(self.state)
+        still = sum(1 for i in indexes if self.state.status[i] == ItemStatus.DEAD)
+        self.reporter.close()
+        self.reporter.say(
+            f"Reprocessed {len(indexes)} DLQ items: {len(indexes) - still} succeeded and left "
+            f"the DLQ, {still} failed and stay in it ({c.dead} in the DLQ now)."
+        )
+        done = phase(self.state, len(self.workflow.reduce)) == "done"
+        status: JobEndStatus = "completed" if done else (before or "interrupted")
+        await self._end(status, self.state.end_reason if not done else "")
+        if done and len(indexes) > still:
+            self.reporter.say(
+                "The reduce phase ran before these items succeeded; re-run it with: "
+                f"prodigy resume-job {self.meta.job_id} --force"
+            )
+        return EXIT_ITEMS_IN_DLQ if still else EXIT_OK
 
     # ---- setup ---------------------------------------------------------------------------------
 
@@ -383,11 +419,13 @@ class JobRunner:
         )
         return LocalExecutor(self.workflow.map.agent_template, ctx)
 
-    async def _run_map(self) -> None:
+    async def _run_map(self, only: list[int] | None = None) -> None:
         assert self.items is not None
         executor = self._executor()
         queue: deque[int] = deque(
-            self.state.indexes_with(ItemStatus.PENDING, ItemStatus.FAILED, ItemStatus.RUNNING)
+            only
+            if only is not None
+            else self.state.indexes_with(ItemStatus.PENDING, ItemStatus.FAILED, ItemStatus.RUNNING)
         )
         delayed: list[tuple[float, int]] = []
         running: dict[asyncio.Task[Outcome], int] = {}
@@ -472,7 +510,8 @@ class JobRunner:
         self._finished_this_run += 1
         if outcome in ("dead", "skipped"):
             self._failed_this_run += 1
-            self._check_failure_policy(index, outcome)
+            if self._policy_enabled:
+                self._check_failure_policy(index, outcome)
 
     def _check_failure_policy(self, index: int, outcome: Outcome) -> None:
         policy = self.workflow.error_policy
@@ -528,6 +567,8 @@ class JobRunner:
     async def _commit_attempt(self, record: AttemptEnded, item: WorkItem) -> None:
         await self._commit(record)
         r = record.result
+        if r.ok and item.index in self._from_dlq:
+            self.events.emit("dlq_item_removed", item_id=item.id, attempt=r.attempt)
         if r.ok:
             self.events.emit(
                 "agent_completed",
@@ -705,4 +746,8 @@ def run_job(runner: JobRunner) -> int:
     return asyncio.run(runner.run())
 
 
-__all__ = ["JobRunner", "RunOptions", "base_environment", "item_spec", "map_results", "run_job"]
+def run_reprocess(runner: JobRunner, indexes: list[int]) -> int:
+    return asyncio.run(runner.reprocess(indexes))
+
+
+__all__ = ["JobRunner", "RunOptions", "base_environment", "item_spec", "map_results", "run_job", "run_reprocess"]

@@ -15,10 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonpath
 import msgspec
+from jsonpath.segments import JSONPathChildSegment
+from jsonpath.selectors import IndexSelector, NameSelector
 
 from prodigy.errors import InputError
 from prodigy.item_filter import FieldPath, compile_filter, field_getter, parse_field_path
@@ -59,6 +61,8 @@ class ItemSpec:
 
 @dataclass(frozen=True)
 class LoadedItems:
+    """The frozen item list and what the user should hear about it (none of it fatal)."""
+
     items: list[WorkItem]
     warnings: list[str]
 
@@ -86,7 +90,7 @@ def read_input_document(spec_input: str, cwd: Path, env: Mapping[str, str]) -> A
     path = cwd / text
     try:
         is_file = path.is_file()
-    except OSError:
+    except (OSError, ValueError):
         # A long command line is not a valid path on every system; it is simply not a file.
         is_file = False
     if is_file:
@@ -165,9 +169,10 @@ def _run_command(command: str, cwd: Path, env: Mapping[str, str]) -> Any:
             # Its own process group, so a timeout ends the command's children too.
             start_new_session=True,
         )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
         raise InputError(
-            f"input command `{shown}` could not be started in {cwd}: {exc.strerror or exc}"
+            f"input command `{shown}` could not be started in {cwd}: {reason}"
         ) from None
     try:
         stdout, stderr = process.communicate(timeout=timeout)
@@ -245,7 +250,7 @@ def _parse_command_output(stdout: bytes, shown: str) -> Any:
 def select_items(document: Any, spec: ItemSpec) -> LoadedItems:
     """Apply json_path, filter, sort_by, distinct, offset, max_items and ids to `document`."""
     warnings: list[str] = []
-    values = _select(document, spec.json_path)
+    values = _select(document, spec.json_path, warnings)
     if spec.filter is not None:
         expr = compile_filter(spec.filter)
         kept = [value for value in values if expr.matches(value)]
@@ -262,7 +267,7 @@ def select_items(document: Any, spec: ItemSpec) -> LoadedItems:
     return LoadedItems(items=_with_ids(values, spec.id_field), warnings=warnings)
 
 
-def _select(document: Any, json_path: str | None) -> list[Any]:
+def _select(document: Any, json_path: str | None, warnings: list[str]) -> list[Any]:
     if not isinstance(document, list | dict):
         raise InputError(
             f"input is a single JSON {_kind(document)} ({_preview(document)}), not a list of "
@@ -277,47 +282,71 @@ def _select(document: Any, json_path: str | None) -> list[Any]:
             "input is a JSON object; set map.json_path to select the items "
             f"(top-level keys: {_keys(document)})"
         )
-    selected, singular = _run_json_path(document, json_path)
-    if not selected:
-        if not document:
-            return []
-        if isinstance(document, dict):
-            where = f"the input's top-level keys are: {_keys(document)}"
-        else:
-            where = f"the input is an array of {len(document)} values (paths into it start '$[')"
-        raise InputError(
-            f"map.json_path '{json_path}' selected nothing from the input; {where}",
-            hint="Check the path for a typo.",
-        )
-    # `$.files` names the list itself; its elements are what the user means by the items.
-    if singular and len(selected) == 1 and isinstance(selected[0], list):
-        return list(selected[0])
-    return selected
+    found = _run_json_path(document, json_path)
+    if found.values:
+        # `$.files` names the list itself; its elements are what the user means by the items.
+        if found.singular and len(found.values) == 1 and isinstance(found.values[0], list):
+            return list(found.values[0])
+        return found.values
+    if not document:
+        return []
+    if found.parents:
+        # The path exists and only its last wildcard or filter matched nothing: no typo there.
+        if any(isinstance(parent, list | dict) and parent for parent in found.parents):
+            warnings.append(f"map.json_path '{json_path}' matched no items; the job has 0 items")
+        return []
+    if isinstance(document, dict):
+        where = f"the input's top-level keys are: {_keys(document)}"
+    else:
+        where = f"the input is an array of {len(document)} values (paths into it start '$[')"
+    raise InputError(
+        f"map.json_path '{json_path}' selected nothing from the input; {where}",
+        hint="Check the path for a typo.",
+    )
 
 
-def _run_json_path(document: Any, json_path: str) -> tuple[list[Any], bool]:
-    """The selected values, and whether the path can select at most one value."""
+class _PathResult(NamedTuple):
+    values: list[Any]
+    singular: bool  # the path can select at most one value
+    parents: list[Any]  # what the path without its last wildcard/filter selects, else []
+
+
+def _run_json_path(document: Any, json_path: str) -> _PathResult:
     simple = _SIMPLE_PATH.fullmatch(json_path.strip())
     if simple:
         # python-jsonpath costs ~0.3 s per 100k items; plain `$.a.b[*]` needs none of it.
+        wildcard = simple.group(2) is not None
         value: Any = document
         for name in _SIMPLE_NAME.findall(simple.group(1)):
             if not isinstance(value, dict) or name not in value:
-                return [], simple.group(2) is None
+                return _PathResult([], not wildcard, [])
             value = value[name]
-        if simple.group(2) is None:
-            return [value], True
+        if not wildcard:
+            return _PathResult([value], True, [])
         if isinstance(value, list):
-            return list(value), False
-        return (list(value.values()) if isinstance(value, dict) else []), False
+            return _PathResult(list(value), False, [value])
+        return _PathResult(list(value.values()) if isinstance(value, dict) else [], False, [value])
     try:
         path = jsonpath.compile(json_path)
         selected = path.findall(document)
+        if selected or not isinstance(path, jsonpath.JSONPath) or not path.segments:
+            return _PathResult(selected, _is_singular(path), [])
+        last = path.segments[-1]
+        if not isinstance(last, JSONPathChildSegment) or all(
+            isinstance(selector, NameSelector | IndexSelector) for selector in last.selectors
+        ):
+            return _PathResult([], _is_singular(path), [])
+        parent = jsonpath.JSONPath(
+            env=path.env, segments=path.segments[:-1], pseudo_root=path.pseudo_root
+        )
+        return _PathResult([], False, parent.findall(document))
     except jsonpath.JSONPathError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"map.json_path '{json_path}' is invalid: {reason}") from None
-    singular = getattr(path, "singular_query", None)
-    return selected, bool(singular and singular())
+
+
+def _is_singular(path: jsonpath.JSONPath | jsonpath.CompoundJSONPath) -> bool:
+    return isinstance(path, jsonpath.JSONPath) and path.singular_query()
 
 
 def parse_sort_by(text: str) -> tuple[SortKey, ...]:

@@ -300,12 +300,17 @@ def directory_size(path: Path) -> int:
     return total
 
 
-def describe_failed(c: Counts) -> str:
-    """`20 (10 in DLQ, 10 retriable)`, the wording of the guide's `checkpoints list`."""
+def failed_split(c: Counts) -> str:
+    """`10 in DLQ, 10 retriable`: where the failed items stand."""
     parts = [f"{c.dead} in DLQ", f"{c.retriable} retriable"]
     if c.skipped:
         parts.append(f"{c.skipped} skipped")
-    return f"{c.failed} ({', '.join(parts)})"
+    return ", ".join(parts)
+
+
+def describe_failed(c: Counts) -> str:
+    """`20 (10 in DLQ, 10 retriable)`, the wording of the guide's `checkpoints list`."""
+    return f"{c.failed} ({failed_split(c)})"
 
 
 class _WorkflowPart(msgspec.Struct):

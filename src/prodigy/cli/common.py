@@ -42,11 +42,27 @@ def execute(
     **event_fields: object,
 ) -> int:
     """Open the journal and events log and run the job to its end or interruption."""
-    journal = Journal(job.journal, journal_valid_bytes)
-    events = EventLog(job.events, job.job_id)
-    events.emit(first_event, workflow=meta.workflow_path, **event_fields)
-    runner = JobRunner(job, meta, workflow, state, journal, events, make_reporter(), options)
+    runner, events = open_runner(
+        job, meta, workflow, state, journal_valid_bytes, options, first_event, **event_fields
+    )
     try:
         return run_job(runner)
     finally:
         events.close()
+
+
+def open_runner(
+    job: JobDir,
+    meta: JobMetadata,
+    workflow: Workflow,
+    state: JobState,
+    journal_valid_bytes: int | None,
+    options: RunOptions,
+    first_event: str,
+    **event_fields: object,
+) -> tuple[JobRunner, EventLog]:
+    journal = Journal(job.journal, journal_valid_bytes)
+    events = EventLog(job.events, job.job_id)
+    events.emit(first_event, workflow=meta.workflow_path, **event_fields)
+    runner = JobRunner(job, meta, workflow, state, journal, events, make_reporter(), options)
+    return runner, events

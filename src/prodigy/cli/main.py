@@ -28,12 +28,15 @@ def cli(verbose: int) -> None:
 
 
 def _register() -> None:
-    from prodigy.cli import resume, run
+    from prodigy.cli import checkpoints, events, resume, run, sessions
 
     cli.add_command(run.cook)
     cli.add_command(run.run_alias)
     cli.add_command(resume.resume)
     cli.add_command(resume.resume_job)
+    cli.add_command(checkpoints.checkpoints)
+    cli.add_command(events.events)
+    cli.add_command(sessions.sessions)
 
 
 _register()

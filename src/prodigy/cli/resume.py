@@ -79,7 +79,7 @@ def _check_consistency(
         )
 
 
-def _load_workflow(job: JobDir, path: Path, workflow_hash: str, skip_validation: bool) -> Workflow:
+def load_job_workflow(job: JobDir, path: Path, workflow_hash: str, skip_validation: bool) -> Workflow:
     if not path.exists():
         raise ProdigyError(
             f"Workflow file not found: {path} (job {job.job_id} was started from it).",
@@ -152,7 +152,7 @@ def _resume_locked(
         )
     if checkpoint is not None and not skip_validation:
         _check_consistency(job, checkpoint, records, state)
-    workflow = _load_workflow(job, Path(meta.workflow_path), meta.workflow_hash, skip_validation)
+    workflow = load_job_workflow(job, Path(meta.workflow_path), meta.workflow_hash, skip_validation)
     check_claude(workflow)
 
     _say(f"Resuming job {job.job_id}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from prodigy.jobinfo import JobSummary, describe_failed, format_time, summarize
+from prodigy.jobinfo import JobSummary, failed_split, format_time, summarize
 from prodigy.store import find_job, find_repository, jobs_root, list_jobs
 
 
@@ -60,8 +60,8 @@ def _details(s: JobSummary) -> list[tuple[str, str]]:
         ("Phase", s.phase),
         (
             "Items",
-            f"{c.total} total: {c.succeeded} succeeded, {describe_failed(c)} failed, "
-            f"{c.pending + c.running} pending",
+            f"{c.succeeded} succeeded, {c.failed} failed ({failed_split(c)}), "
+            f"{c.pending + c.running} pending, {c.total} total",
         ),
         ("DLQ", f"{c.dead} item{'s' if c.dead != 1 else ''}"),
     ]

@@ -1,0 +1,379 @@
+"""`prodigy checkpoints list|show|clean`: where a job stands, its checkpoint files, and deleting
+stored jobs. Listing and showing never change anything; clean deletes whole job directories
+under the job's lock, so a run can never start on a half-deleted job.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import click
+import msgspec
+
+from prodigy.checkpoint import FORMAT, encode_checkpoint
+from prodigy.cli.sessions import print_table, repository_summaries, say_no_jobs
+from prodigy.durations import format_duration, parse_duration
+from prodigy.errors import JobLocked, JobNotFound, ProdigyError, StateError, UsageError
+from prodigy.jobinfo import (
+    JobSummary,
+    checkpoint_files,
+    describe_failed,
+    directory_size,
+    rebuild_checkpoint_document,
+    summarize,
+)
+from prodigy.lock import JobLock, is_locked
+from prodigy.store import JobDir, find_job, find_repository, jobs_root, list_jobs
+
+TRASH_PREFIX = ".deleting-"
+
+
+class DurationParam(click.ParamType[timedelta, object]):
+    """`--older-than 7d`: a malformed duration is a usage error (exit 2)."""
+
+    name = "duration"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(str(value))
+        except UsageError as exc:
+            self.fail(exc.message, param, ctx)
+
+
+@click.group("checkpoints")
+def checkpoints() -> None:
+    """Inspect a job's checkpoints, and delete stored jobs."""
+
+
+# ---- list ----------------------------------------------------------------------------------------
+
+
+def _print_job_status(job: JobDir) -> None:
+    s = summarize(job)
+    for problem in s.problems:
+        click.echo(f"warning: {problem}.", err=True)
+    c = s.counts
+    click.echo(f"Job Status: {'Complete' if s.phase == 'done' else 'Incomplete'}")
+    click.echo(f"- Successful: {c.succeeded}")
+    click.echo(f"- Failed: {describe_failed(c)}")
+    click.echo(f"- Pending: {c.pending + c.running}")
+    click.echo()
+    click.echo("Available checkpoints:")
+    files = checkpoint_files(job)
+    versions = [f.version for f in files]
+    latest = s.latest_checkpoint if s.latest_checkpoint in versions else None
+    if latest is None and files:
+        latest = files[0].version
+    for f in files:
+        tag = " (latest)" if f.version == latest else ""
+        if f.problem is None:
+            click.echo(f"- v{f.version}{tag}: {f.succeeded}/{f.total} complete")
+        else:
+            click.echo(f"- v{f.version}{tag}: unreadable ({f.problem})")
+    if not files:
+        click.echo("- none on disk")
+    click.echo()
+    if s.version is not None:
+        click.echo(
+            f"Any version from v0 to v{s.version} can be restored with "
+            f"`prodigy resume-job {s.job_id} --from-checkpoint N`."
+        )
+
+
+@checkpoints.command("list")
+@click.argument("job_id", required=False)
+def list_checkpoints(job_id: str | None) -> int:
+    """A job's status and checkpoint versions; without JOB_ID, one line per job of this repo."""
+    if job_id is not None:
+        _print_job_status(find_job(job_id))
+        return 0
+    repo, jobs = repository_summaries()
+    if not jobs:
+        say_no_jobs(repo)
+        return 0
+    print_table(
+        ["JOB ID", "STATUS", "DONE/TOTAL"],
+        [[s.job_id, s.status_label, f"{s.counts.succeeded}/{s.counts.total}"] for s in jobs],
+    )
+    return 0
+
+
+# ---- show ----------------------------------------------------------------------------------------
+
+
+class _Format(msgspec.Struct):
+    format: str
+
+
+_format_decoder = msgspec.json.Decoder(_Format)
+
+
+def _on_disk(job: JobDir, but: int | None = None) -> str:
+    return ", ".join(f"v{v}" for v in job.checkpoint_versions() if v != but) or "none"
+
+
+def _checkpoint_bytes(job: JobDir, version: int | None) -> bytes | None:
+    """The file's bytes once checked to be a whole prodigy checkpoint; None if there is none."""
+    path = job.latest if version is None else job.checkpoint(version)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        kind = _format_decoder.decode(data).format
+        problem = None if kind == FORMAT else f"is not a prodigy checkpoint (format {kind!r})"
+    except msgspec.ValidationError as exc:
+        problem = f"is not a prodigy checkpoint ({exc})"
+    except msgspec.DecodeError as exc:
+        problem = f"is damaged ({exc})"
+    if problem is None:
+        return data
+    number = job.latest_version() if version is None else version
+    raise StateError(
+        f"Checkpoint {path.resolve()} {problem}.",
+        hint=f"Other versions on disk: {_on_disk(job, number)}; show one with "
+        f"`prodigy checkpoints show {job.job_id} --version N`.",
+    )
+
+
+@checkpoints.command("show")
+@click.argument("job_id")
+@click.option("--version", "version", type=click.IntRange(min=0), help="Show version N.")
+def show(job_id: str, version: int | None) -> int:
+    """Print a checkpoint of JOB_ID (the latest by default) as JSON."""
+    job = find_job(job_id)
+    data = _checkpoint_bytes(job, version)
+    if data is None:
+        summary = summarize(job)
+        newest = summary.version
+        if newest is None:
+            raise StateError(
+                f"Job {job.job_id} has no checkpoint file to show and its journal cannot be "
+                f"read ({'; '.join(summary.problems)})."
+            )
+        wanted = newest if version is None else version
+        if wanted > newest:
+            raise ProdigyError(
+                f"Checkpoint v{wanted} does not exist for job {job.job_id}: versions 0 to "
+                f"{newest} can be shown (checkpoint files on disk: {_on_disk(job)}).",
+            )
+        if version is None:
+            # latest.json is gone (set aside as corrupt, say): the newest file may still be there.
+            data = _checkpoint_bytes(job, wanted)
+        if data is None:
+            data = encode_checkpoint(rebuild_checkpoint_document(job, wanted))
+            click.echo(
+                f"Checkpoint v{wanted} of job {job.job_id} has no file on disk (files on disk: "
+                f"{_on_disk(job)}); it was rebuilt from the journal.",
+                err=True,
+            )
+    sys.stdout.flush()
+    sys.stdout.buffer.write(msgspec.json.format(data, indent=2).rstrip(b"\n") + b"\n")
+    sys.stdout.buffer.flush()
+    return 0
+
+
+# ---- clean ---------------------------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _describe(s: JobSummary, size: int) -> str:
+    return (
+        f"{s.job_id} ({s.status_label}, {s.counts.succeeded}/{s.counts.total} succeeded, "
+        f"last update {format_duration(timedelta(seconds=s.age()))} ago, {_size(size)})"
+    )
+
+
+def _refusal(s: JobSummary, force: bool) -> str | None:
+    """Why this job must not be deleted now, or None."""
+    if s.holder is not None:
+        return (
+            f"job {s.job_id} is running ({s.holder.describe()}) and cannot be cleaned while it runs"
+        )
+    if not s.finished and not force:
+        return (
+            f"job {s.job_id} is not finished ({s.status_label}, {s.counts.succeeded}/"
+            f"{s.counts.total} items succeeded), so cleaning it would delete resumable work"
+        )
+    return None
+
+
+def _refusal_hint(s: JobSummary) -> str:
+    if s.holder is not None:
+        return "Wait for it to end, or stop that process first."
+    return f"Resume it with `prodigy resume-job {s.job_id}`, or pass --force to delete it anyway."
+
+
+def _lock_for_clean(job: JobDir) -> JobLock:
+    lock = JobLock(job.lock, job.job_id, "clean")
+    try:
+        lock.acquire()
+    except FileNotFoundError:
+        raise JobNotFound(
+            f"Checkpoint not found: job {job.job_id} was deleted by another process."
+        ) from None
+    except JobLocked:
+        holder = is_locked(job.lock)
+        who = holder.describe() if holder is not None else "another process"
+        raise JobLocked(
+            f"Job {job.job_id} is running ({who}) and cannot be cleaned while it runs.",
+            hint="Wait for it to end, or stop that process first.",
+        ) from None
+    return lock
+
+
+def _delete(job: JobDir) -> None:
+    """Move the directory out of the jobs' namespace in one rename, then remove it: a reader or
+    a resume never finds a half-deleted job under the real id."""
+    trash = job.path.with_name(f"{TRASH_PREFIX}{job.job_id}-{os.getpid()}")
+    try:
+        os.rename(job.path, trash)
+    except OSError as exc:
+        raise ProdigyError(f"Could not delete {job.path}: {exc.strerror or exc}.") from None
+    try:
+        shutil.rmtree(trash)
+    except OSError as exc:
+        # The job is already out of every listing; the next clean sweeps what is left.
+        click.echo(
+            f"warning: {trash} could not be removed completely ({exc.strerror or exc}); "
+            "the next `prodigy checkpoints clean` will retry.",
+            err=True,
+        )
+
+
+def _sweep_trash(root: Path) -> None:
+    """Finish deletions that an earlier, killed `clean` left half done."""
+    try:
+        leftovers = [p for p in root.iterdir() if p.name.startswith(TRASH_PREFIX)]
+    except OSError:
+        return
+    for path in leftovers:
+        try:
+            busy = is_locked(path / "lock") is not None
+        except OSError:
+            busy = False
+        if not busy:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _clean_one(job: JobDir, force: bool, dry_run: bool) -> tuple[str, int]:
+    """Delete one job (under its lock); raises when it must not be deleted."""
+    if dry_run:
+        s = summarize(job)
+        size = directory_size(job.path)
+        reason = _refusal(s, force)
+        if reason is not None:
+            raise ProdigyError(reason[0].upper() + reason[1:] + ".", hint=_refusal_hint(s))
+        return _describe(s, size), size
+    lock = _lock_for_clean(job)
+    try:
+        # Decided under the lock: nothing can start or change the job from here on.
+        s = summarize(job)
+        reason = _refusal(s, force)
+        if reason is not None:
+            raise ProdigyError(reason[0].upper() + reason[1:] + ".", hint=_refusal_hint(s))
+        size = directory_size(job.path)
+        line = _describe(s, size)
+        _delete(job)
+    finally:
+        lock.release()
+    return line, size
+
+
+def _clean_all(older_than: timedelta, force: bool, dry_run: bool) -> int:
+    repo = find_repository(Path.cwd())
+    verb = "Would delete" if dry_run else "Deleted"
+    now = datetime.now().astimezone()
+    deleted = kept = skipped = 0
+    total_size = 0
+    for job in list_jobs(repo.name):
+        quick = summarize(job, replay_journal=False)
+        if quick.age(now) < older_than.total_seconds():
+            kept += 1
+            continue
+        try:
+            line, size = _clean_one(job, force, dry_run)
+        except JobNotFound:
+            continue  # deleted by another clean meanwhile
+        except ProdigyError as exc:
+            skipped += 1
+            click.echo(f"Skipped: {exc.message}")
+            continue
+        deleted += 1
+        total_size += size
+        click.echo(f"{verb} {line}")
+    if not dry_run:
+        _sweep_trash(jobs_root(repo.name))
+    summary = f"{verb} {deleted} job{'s' if deleted != 1 else ''} ({_size(total_size)})"
+    if kept:
+        summary += f"; kept {kept} updated within the last {format_duration(older_than)}"
+    if skipped:
+        summary += f"; skipped {skipped}"
+        if not force:
+            summary += " (unfinished ones are deleted only with --force; running ones never)"
+    summary += "; nothing was deleted (dry run)." if dry_run else "."
+    click.echo(summary)
+    return 0
+
+
+@checkpoints.command("clean")
+@click.argument("job_id", required=False)
+@click.option(
+    "--all", "all_jobs", is_flag=True, help="Clean this repository's jobs (needs --older-than)."
+)
+@click.option(
+    "--older-than",
+    type=DurationParam(),
+    help="With --all: jobs last updated longer ago than this (30m, 12h, 7d, 2w).",
+)
+@click.option("--force", is_flag=True, help="Also delete unfinished (resumable) jobs.")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+def clean(
+    job_id: str | None,
+    all_jobs: bool,
+    older_than: timedelta | None,
+    force: bool,
+    dry_run: bool,
+) -> int:
+    """Delete a job's stored state (JOB_ID), or old jobs (--all --older-than 7d).
+
+    A running job is never deleted; an unfinished one only with --force.
+    """
+    if job_id is None:
+        if not all_jobs:
+            raise click.UsageError("Give the JOB_ID to clean, or --all --older-than D.")
+        if older_than is None:
+            raise click.UsageError(
+                "--all needs --older-than (for example --older-than 7d) so recent jobs are kept."
+            )
+        return _clean_all(older_than, force, dry_run)
+    if all_jobs:
+        raise click.UsageError("Give either a JOB_ID or --all, not both.")
+    if older_than is not None:
+        raise click.UsageError("--older-than applies only with --all.")
+    job = find_job(job_id)
+    line, size = _clean_one(job, force, dry_run)
+    if dry_run:
+        click.echo(f"Would delete {line}")
+        click.echo(f"Would delete 1 job ({_size(size)}); nothing was deleted (dry run).")
+    else:
+        click.echo(f"Deleted {line}")
+        click.echo(f"Deleted 1 job ({_size(size)}).")
+        _sweep_trash(job.path.parent)
+    return 0

@@ -1,0 +1,107 @@
+"""`prodigy dlq reprocess`: run DLQ items again through the job's agent template.
+
+Holds the job's lock for the whole run (so it never races a resume or another reprocess),
+gives each chosen item a fresh round of `max_attempts`, and records the results in the job
+like any other attempts: successes leave the DLQ, failures stay with their history extended.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from prodigy.cli.common import check_claude, claude_bin, open_runner
+from prodigy.cli.resume import load_job_workflow
+from prodigy.engine import RunOptions, run_reprocess
+from prodigy.errors import ProdigyError
+from prodigy.job import ItemsFile, read_job_metadata
+from prodigy.journal import Journal, read_journal
+from prodigy.lock import JobLock
+from prodigy.state import STATUS_NAMES, ItemStatus, Requeued, needs_manual_review, replay
+from prodigy.store import find_job
+
+
+def _choose(
+    job_id: str, ids: list[str], state_status: bytearray, wanted: tuple[str, ...]
+) -> list[int]:
+    dead = [i for i, s in enumerate(state_status) if s == ItemStatus.DEAD]
+    if not wanted:
+        return dead
+    position = {item_id: i for i, item_id in enumerate(ids)}
+    chosen: list[int] = []
+    for item_id in wanted:
+        if item_id not in position:
+            raise ProdigyError(
+                f"Job {job_id} has no item {item_id!r}.",
+                hint=f"List the DLQ with `prodigy dlq list {job_id}`.",
+            )
+        index = position[item_id]
+        if state_status[index] != ItemStatus.DEAD:
+            status = STATUS_NAMES[ItemStatus(state_status[index])]
+            raise ProdigyError(
+                f"Item {item_id} of job {job_id} is not in the DLQ (it is {status}).",
+                hint=f"List the DLQ with `prodigy dlq list {job_id}`.",
+            )
+        if index not in chosen:
+            chosen.append(index)
+    return chosen
+
+
+@click.command("reprocess")
+@click.argument("job_id")
+@click.option("--max-parallel", type=click.IntRange(min=1), help="Agents at a time.")
+@click.option("--item", "items", multiple=True, metavar="ID", help="Only this item (repeatable).")
+@click.option("--force", is_flag=True, help="Also items marked for manual review.")
+def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], force: bool) -> int:
+    """Run the DLQ items of JOB_ID again; successes leave the DLQ."""
+    job = find_job(job_id)
+    lock = JobLock(job.lock, job.job_id, "dlq reprocess")
+    lock.acquire()
+    try:
+        meta = read_job_metadata(job)
+        contents = read_journal(job.journal)
+        state = replay(contents.records)
+        if state.item_count is None:
+            raise ProdigyError(f"Job {job.job_id} has not reached its map phase; it has no DLQ.")
+        ids = ItemsFile(job.items)
+        try:
+            chosen = _choose(job.job_id, ids.ids, state.status, items)
+        finally:
+            ids.close()
+        review = [i for i in chosen if needs_manual_review(state.history.get(i, []))]
+        if review and not force:
+            chosen = [i for i in chosen if i not in review]
+            click.echo(
+                f"Skipping {len(review)} items that need manual review (the same error "
+                "keeps repeating, or the item lacks a field the template uses); "
+                "pass --force to include them."
+            )
+        if not chosen:
+            click.echo(f"No DLQ items to reprocess in job {job.job_id}.")
+            return 0
+        # A changed template is allowed here: fixing it is a common reason to reprocess.
+        workflow = load_job_workflow(job, Path(meta.workflow_path), meta.workflow_hash, True)
+        check_claude(workflow)
+        click.echo(f"Processing {len(chosen)} DLQ items...")
+        rounds = workflow.error_policy.retry_config.max_attempts
+        journal = Journal(job.journal, contents.valid_bytes)
+        journal.append_now(
+            [Requeued(indexes=chosen, limits=[state.attempts[i] + rounds for i in chosen])]
+        )
+        journal.close()
+        contents = read_journal(job.journal)
+        state = replay(contents.records)
+        options = RunOptions(
+            max_parallel=max_parallel or workflow.map.max_parallel, claude_bin=claude_bin()
+        )
+        runner, events = open_runner(
+            job, meta, workflow, state, contents.valid_bytes, options, "dlq_reprocess_started",
+            items=len(chosen),
+        )
+        try:
+            return run_reprocess(runner, chosen)
+        finally:
+            events.close()
+    finally:
+        lock.release()
