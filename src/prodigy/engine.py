@@ -473,6 +473,7 @@ class JobRunner:
             if self._commits:
                 await asyncio.gather(*list(self._commits), return_exceptions=True)
         self.reporter.update(counts(self.state), 0, self.state.cost_usd, final=True)
+        self.reporter.close()
 
     def _after_agent(
         self, task: asyncio.Task[Outcome], index: int, delayed: list[tuple[float, int]], now: float

@@ -24,8 +24,11 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         from rich.text import Text
 
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-        for column in columns:
-            table.add_column(column, no_wrap=True)
+        for i, column in enumerate(columns):
+            # The first column is the id people copy: never wrapped or cut; the rest may wrap.
+            first = i == 0
+            widest = max([len(column), *(len(r[i]) for r in rows)])
+            table.add_column(column, no_wrap=first, min_width=widest if first else None)
         for row in rows:
             # Text, not str: a `[` in a workflow name must not be read as rich markup.
             table.add_row(*(Text(cell) for cell in row))
