@@ -36,6 +36,7 @@ ERROR_CHARS = 120
 
 # Fields shown in a fixed place (or not at all) rather than as key=value.
 _PLACED = frozenset({"ts", "type", "job_id", "item_id", "error", "reason"})
+_LEADING = ("attempt", "exit_code", "error_kind", "duration_s")
 
 
 @dataclass(frozen=True)
@@ -165,11 +166,12 @@ def format_event(data: dict[str, Any]) -> str:
     parts = [display_time(str(data.get("ts", "?"))), f"{data.get('type', '?')!s:<{TYPE_WIDTH}}"]
     if data.get("item_id") is not None:
         parts.append(str(data["item_id"]))
-    for key, value in data.items():
-        if key not in _PLACED:
-            shown = _field(key, value)
-            if shown is not None:
-                parts.append(shown)
+    leading = [key for key in _LEADING if key in data]
+    rest = [key for key in data if key not in _PLACED and key not in _LEADING]
+    for key in leading + rest:
+        shown = _field(key, data[key])
+        if shown is not None:
+            parts.append(shown)
     for key in ("reason", "error"):
         if data.get(key):
             parts.append(shorten(str(data[key]), ERROR_CHARS))

@@ -24,19 +24,24 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         from rich.text import Text
 
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-        for i, column in enumerate(columns):
-            # The first column is the id people copy: never wrapped or cut; the rest may wrap.
-            first = i == 0
-            widest = max([len(column), *(len(r[i]) for r in rows)])
-            table.add_column(column, no_wrap=first, min_width=widest if first else None)
+        for column in columns:
+            table.add_column(column, no_wrap=True)
         for row in rows:
             # Text, not str: a `[` in a workflow name must not be read as rich markup.
             table.add_row(*(Text(cell) for cell in row))
-        Console().print(table)
+        console = Console()
+        # Rich cuts cells with "…" to fit the terminal, but ids and times are only useful
+        # whole: on a narrow terminal let the terminal wrap the lines instead.
+        console.width = max(console.width, sum(_widths(columns, rows)) + 3 * len(columns))
+        console.print(table)
         return
-    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    widths = _widths(columns, rows)
     for line in [columns, *rows]:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+def _widths(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
+    return [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
 
 
 def repository_summaries() -> tuple[str, list[JobSummary]]:
