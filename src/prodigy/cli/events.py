@@ -70,12 +70,13 @@ def parse_line(raw: bytes, line_number: int) -> Event | TornLine:
 def read_log(path: Path) -> Iterator[Event | TornLine]:
     """Every line of the log in order; a final line without its newline is included."""
     try:
-        data = path.read_bytes()
+        log = path.open("rb")
     except FileNotFoundError:
         return
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if line.strip():
-            yield parse_line(line, number)
+    with log:
+        for number, line in enumerate(log, start=1):
+            if line.strip():
+                yield parse_line(line.rstrip(b"\n"), number)
 
 
 class LineAssembler:

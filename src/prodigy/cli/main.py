@@ -28,7 +28,7 @@ def cli(verbose: int) -> None:
 
 
 def _register() -> None:
-    from prodigy.cli import checkpoints, events, resume, run, sessions
+    from prodigy.cli import checkpoints, dlq, dlq_reprocess, events, resume, run, sessions
 
     cli.add_command(run.cook)
     cli.add_command(run.run_alias)
@@ -36,6 +36,8 @@ def _register() -> None:
     cli.add_command(resume.resume_job)
     cli.add_command(checkpoints.checkpoints)
     cli.add_command(events.events)
+    dlq.dlq.add_command(dlq_reprocess.reprocess)
+    cli.add_command(dlq.dlq)
     cli.add_command(sessions.sessions)
 
 
