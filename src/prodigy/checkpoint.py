@@ -9,6 +9,7 @@ completions arrive faster than files can be written.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -177,7 +178,11 @@ class CheckpointWriter:
             wanted, self._wanted = self._wanted, None
             if wanted.version == self.written_version:
                 continue
+            started = time.monotonic()
             await asyncio.to_thread(self._write_and_report, wanted)
+            # Big jobs have big checkpoint files: rest as long as the write took, so that
+            # materialising checkpoints never takes more than half of the coordinator's time.
+            await asyncio.sleep(time.monotonic() - started)
 
     def _write_and_report(self, state: JobState) -> None:
         self.write_now(state)

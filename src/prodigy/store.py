@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from prodigy.errors import JobNotFound, StateError
+from prodigy.errors import JobNotFound, ProdigyError, StateError
 
 JOB_ID_PATTERN = re.compile(r"^mapreduce-\d{8}-\d{6}(-\d+)?$")
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-v(\d+)\.json$")
@@ -165,7 +165,13 @@ class JobDir:
 def create_job_dir(repo: str) -> JobDir:
     """Make a new job directory with a fresh id; `mkdir` makes the choice race-free."""
     root = jobs_root(repo)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProdigyError(
+            f"Cannot create the state directory {root}: {exc.strerror}.",
+            hint="Set PRODIGY_HOME to a writable directory.",
+        ) from None
     base = time.strftime("mapreduce-%Y%m%d-%H%M%S")
     suffix = 1
     while True:

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections import Counter
@@ -83,10 +84,11 @@ def pid_alive(pid: int) -> bool:
 
 ITEMS6 = [{"n": n} for n in range(1, 7)]
 
+# Indented like the workflows below, so that `"""...""" + RESULTS_REDUCE` dedents as one.
 RESULTS_REDUCE = """
-reduce:
-  - shell: "echo totals ${map.successful}/${map.total} failed ${map.failed}"
-  - write_file: {path: "out/results.json", content: "${map.results}", format: json}
+        reduce:
+          - shell: "echo totals ${map.successful}/${map.total} failed ${map.failed}"
+          - write_file: {path: "out/results.json", content: "${map.results}", format: json}
 """
 
 
@@ -731,7 +733,7 @@ def test_timeouts_kill_the_agents_child_processes(
         f"{agent_timeout}\n"
         "  agent_template:\n"
         '    - shell: "sleep 300 & echo $! > pids/${item_id}; wait"'
-        f"{step_timeout}\n" + RESULTS_REDUCE
+        f"{step_timeout}\n" + textwrap.dedent(RESULTS_REDUCE)
     )
     started = time.monotonic()
     try:

@@ -26,7 +26,7 @@ from prodigy.jobinfo import (
     rebuild_checkpoint_document,
     summarize,
 )
-from prodigy.lock import JobLock, is_locked
+from prodigy.lock import JobLock, LockHolder, is_locked
 from prodigy.store import JobDir, find_job, find_repository, jobs_root, list_jobs
 
 TRASH_PREFIX = ".deleting-"
@@ -156,8 +156,8 @@ def show(job_id: str, version: int | None) -> int:
         newest = summary.version
         if newest is None:
             raise StateError(
-                f"Job {job.job_id} has no checkpoint file to show and its journal cannot be "
-                f"read ({'; '.join(summary.problems)})."
+                f"Job {job.job_id} has no checkpoint file to show, and none can be rebuilt "
+                f"({'; '.join(summary.problems)})."
             )
         wanted = newest if version is None else version
         if wanted > newest:
@@ -200,24 +200,32 @@ def _describe(s: JobSummary, size: int) -> str:
     )
 
 
-def _refusal(s: JobSummary, force: bool) -> str | None:
+def _running_error(job_id: str, holder: LockHolder | None) -> JobLocked:
+    who = holder.describe() if holder is not None else "another process"
+    return JobLocked(
+        f"Job {job_id} is running ({who}) and cannot be cleaned while it runs.",
+        hint="Wait for it to end, or stop that process first.",
+    )
+
+
+def _refusal(s: JobSummary, force: bool) -> ProdigyError | None:
     """Why this job must not be deleted now, or None."""
     if s.holder is not None:
-        return (
-            f"job {s.job_id} is running ({s.holder.describe()}) and cannot be cleaned while it runs"
+        return _running_error(s.job_id, s.holder)
+    if s.finished or force:
+        return None
+    if s.status == "unknown":
+        hint = (
+            f"Its state cannot be read (see `prodigy sessions show {s.job_id}`); pass --force "
+            "to delete it anyway."
         )
-    if not s.finished and not force:
-        return (
-            f"job {s.job_id} is not finished ({s.status_label}, {s.counts.succeeded}/"
-            f"{s.counts.total} items succeeded), so cleaning it would delete resumable work"
-        )
-    return None
-
-
-def _refusal_hint(s: JobSummary) -> str:
-    if s.holder is not None:
-        return "Wait for it to end, or stop that process first."
-    return f"Resume it with `prodigy resume-job {s.job_id}`, or pass --force to delete it anyway."
+    else:
+        hint = f"Resume it with `prodigy resume-job {s.job_id}`, or pass --force to delete it."
+    return ProdigyError(
+        f"Job {s.job_id} is not finished ({s.status_label}, {s.counts.succeeded}/"
+        f"{s.counts.total} items succeeded), so cleaning it would delete resumable work.",
+        hint=hint,
+    )
 
 
 def _lock_for_clean(job: JobDir) -> JobLock:
@@ -229,12 +237,7 @@ def _lock_for_clean(job: JobDir) -> JobLock:
             f"Checkpoint not found: job {job.job_id} was deleted by another process."
         ) from None
     except JobLocked:
-        holder = is_locked(job.lock)
-        who = holder.describe() if holder is not None else "another process"
-        raise JobLocked(
-            f"Job {job.job_id} is running ({who}) and cannot be cleaned while it runs.",
-            hint="Wait for it to end, or stop that process first.",
-        ) from None
+        raise _running_error(job.job_id, is_locked(job.lock)) from None
     return lock
 
 
@@ -276,18 +279,18 @@ def _clean_one(job: JobDir, force: bool, dry_run: bool) -> tuple[str, int]:
     """Delete one job (under its lock); raises when it must not be deleted."""
     if dry_run:
         s = summarize(job)
+        refusal = _refusal(s, force)
+        if refusal is not None:
+            raise refusal
         size = directory_size(job.path)
-        reason = _refusal(s, force)
-        if reason is not None:
-            raise ProdigyError(reason[0].upper() + reason[1:] + ".", hint=_refusal_hint(s))
         return _describe(s, size), size
     lock = _lock_for_clean(job)
     try:
         # Decided under the lock: nothing can start or change the job from here on.
         s = summarize(job)
-        reason = _refusal(s, force)
-        if reason is not None:
-            raise ProdigyError(reason[0].upper() + reason[1:] + ".", hint=_refusal_hint(s))
+        refusal = _refusal(s, force)
+        if refusal is not None:
+            raise refusal
         size = directory_size(job.path)
         line = _describe(s, size)
         _delete(job)

@@ -69,6 +69,16 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         sys.exit(EXIT_SIGINT)
+    except OSError as exc:
+        if Settings.verbose:
+            traceback.print_exc()
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(
+            f"error: {exc.strerror or exc}{where}; the job's state on disk is unchanged "
+            "up to this point, so it can be resumed once the cause is fixed.",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_FAILURE)
     except Exception as exc:  # the last line of defence: never a bare traceback
         if Settings.verbose:
             traceback.print_exc()

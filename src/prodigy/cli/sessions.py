@@ -91,7 +91,7 @@ def _details(s: JobSummary) -> list[tuple[str, str]]:
     if s.counts_source == "metadata":
         lines.append(("Note", "counts are from metadata.json; the journal could not be read"))
     lines += [("Problem", problem) for problem in s.problems]
-    if not s.finished and s.holder is None:
+    if not s.finished and s.holder is None and s.status != "unknown":
         lines.append(("Next", f"prodigy resume-job {s.job_id}"))
     if c.dead:
         lines.append(("DLQ items", f"prodigy dlq list {s.job_id}"))

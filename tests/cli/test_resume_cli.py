@@ -1,0 +1,454 @@
+"""The flags and messages of `prodigy resume` / `resume-job`, as the resume guide shows them.
+
+Every test drives the real executable. Agents append to log files in the repository so the
+tests count exactly what ran; an agent whose `hold/<item_id>-<attempt>` file exists waits until
+the test removes it, which is how a test interrupts a job at a known point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conftest import Env, wait_for
+
+AGENT = """\
+    - shell: >-
+        echo ${item_id} ${attempt} >> started.log; echo + >> running.log;
+        while [ -e hold/${item_id}-${attempt} ]; do sleep 0.02; done;
+        echo ${item_id} ${attempt} >> runs.log; echo - >> running.log;
+        @COMMAND@
+"""
+
+PLAIN = (
+    """\
+name: cli-test
+mode: mapreduce
+map:
+  input: items.json
+  isolation: none
+  max_parallel: @MAX_PARALLEL@
+  agent_template:
+"""
+    + AGENT.replace("@COMMAND@", "true")
+    + """\
+reduce:
+  - shell: "echo ${map.successful}/${map.total} ${map.failed} >> reduce.log"
+"""
+)
+
+RETRYING = (
+    """\
+name: retry-test
+mode: mapreduce
+map:
+  input: items.json
+  isolation: none
+  max_parallel: 4
+  agent_template:
+"""
+    + AGENT.replace("@COMMAND@", "${item.cmd}")
+    + """\
+error_policy:
+  retry_config:
+    max_attempts: 2
+    backoff: fixed
+    initial_delay: @DELAY@
+    jitter: false
+reduce:
+  - shell: "echo reduce >> reduce.log"
+  - write_file: {path: results.json, content: "${map.results}", format: json}
+"""
+)
+
+# An item command that fails on its first attempt only.
+FAIL_ONCE = "test -e seen-$PRODIGY_ITEM_ID || { touch seen-$PRODIGY_ITEM_ID; exit 1; }"
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def w(world: Env) -> Iterator[Env]:
+    world.env["PRODIGY_INTERRUPT_GRACE"] = "0.3"
+    (world.repo / "hold").mkdir()
+    yield world
+
+
+def plain_job(w: Env, items: int, max_parallel: int) -> None:
+    w.write("wf.yml", PLAIN.replace("@MAX_PARALLEL@", str(max_parallel)))
+    w.write_json("items.json", [{"n": n} for n in range(items)])
+
+
+def retry_job(w: Env, cmds: list[str | None], delay: str) -> None:
+    w.write("wf.yml", RETRYING.replace("@DELAY@", delay))
+    w.write_json("items.json", [{"cmd": c} if c is not None else {"n": 0} for c in cmds])
+
+
+def hold(w: Env, *names: str) -> None:
+    for name in names:
+        (w.repo / "hold" / name).touch()
+
+
+def release(w: Env, *names: str) -> None:
+    for name in names:
+        (w.repo / "hold" / name).unlink(missing_ok=True)
+
+
+def release_all(w: Env) -> None:
+    for path in (w.repo / "hold").iterdir():
+        path.unlink()
+
+
+def ids(*indexes: int) -> list[str]:
+    return [f"item_{n}" for n in indexes]
+
+
+def lines(w: Env, name: str) -> list[str]:
+    path = w.repo / name
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def attempts_of(w: Env, log: str) -> dict[str, list[int]]:
+    """Per item, the attempt numbers logged, in order."""
+    out: dict[str, list[int]] = {}
+    for line in lines(w, log):
+        item, attempt = line.split()
+        out.setdefault(item, []).append(int(attempt))
+    return out
+
+
+def runs(w: Env) -> Counter[str]:
+    return Counter(line.split()[0] for line in lines(w, "runs.log"))
+
+
+def the_job(w: Env) -> str:
+    wait_for(lambda: w.jobs_dir().is_dir() and any(w.jobs_dir().iterdir()), what="a job dir")
+    jobs = sorted(p.name for p in w.jobs_dir().iterdir())
+    assert len(jobs) == 1, jobs
+    return jobs[0]
+
+
+def events(w: Env, job: str, kind: str) -> list[dict[str, Any]]:
+    path = w.job_dir(job) / "events.jsonl"
+    found = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a line being written right now
+            if event.get("type") == kind:
+                found.append(event)
+    return found
+
+
+def recorded(w: Env, job: str, kind: str) -> set[str]:
+    return {e["item_id"] for e in events(w, job, kind)}
+
+
+def latest(w: Env, job: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((w.job_dir(job) / "latest.json").read_text())
+    return data
+
+
+def item_states(w: Env, job: str) -> dict[str, tuple[str, int]]:
+    return {i["id"]: (i["status"], i["attempts"]) for i in latest(w, job)["items"]}
+
+
+def results(w: Env) -> dict[str, dict[str, Any]]:
+    return {r["item_id"]: r for r in json.loads((w.repo / "results.json").read_text())}
+
+
+def interrupt(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    return proc.returncode, out, err
+
+
+def interrupted_plain_job(w: Env, items: int, held: list[str], done: list[str]) -> str:
+    """Ctrl-C a job once `done` are recorded and the `held` agents are running."""
+    hold(w, *(f"{h}-1" for h in held))
+    proc = w.popen("cook", "wf.yml")
+    job = the_job(w)
+    wait_for(lambda: set(done) <= recorded(w, job, "agent_completed"), what=f"{done} done")
+    wait_for(
+        lambda: set(held) <= {line.split()[0] for line in lines(w, "started.log")},
+        what=f"{held} to start",
+    )
+    rc, out, err = interrupt(proc)
+    assert rc == 130, out + err
+    return job
+
+
+def resume(w: Env, *args: str) -> subprocess.CompletedProcess[str]:
+    return w.run(*args, timeout=40)
+
+
+def max_running(marks: list[str]) -> int:
+    """The most agents running at once, from their start (+) and end (-) marks in order."""
+    running = most = 0
+    for mark in marks:
+        running += 1 if mark == "+" else -1
+        most = max(most, running)
+    return most
+
+
+def in_order(text: str, *parts: str) -> bool:
+    """Each part appears in `text`, each after the previous one."""
+    position = 0
+    for part in parts:
+        found = text.find(part, position)
+        if found < 0:
+            return False
+        position = found + len(part)
+    return True
+
+
+# ---- Example 1: resume after an interruption --------------------------------------------------
+
+
+def test_resume_prints_the_guides_progress_lines(w: Env) -> None:
+    plain_job(w, items=8, max_parallel=2)
+    job = interrupted_plain_job(w, 8, held=ids(3, 4), done=ids(0, 1, 2))
+    release_all(w)
+
+    result = resume(w, "resume")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert in_order(
+        result.stdout,
+        f"Resuming job {job}\n",
+        "Loaded checkpoint v3: 3 completed, 5 remaining\n",
+        "Continuing with 5 pending items...\n",
+        "Job completed successfully!",
+    ), result.stdout
+    assert runs(w) == Counter(ids(*range(8)))
+    assert lines(w, "reduce.log") == ["8/8 0"]
+
+
+# ---- Example 2: retries and the DLQ across a resume -------------------------------------------
+
+
+def test_retry_counts_and_dlq_entries_survive_a_resume(w: Env) -> None:
+    # item_1 fails once and waits 30 s for its retry; item_2 lacks `cmd` and goes to the DLQ.
+    retry_job(w, ["true", FAIL_ONCE, None, "true"], delay="30s")
+    hold(w, "item_3-1")
+    proc = w.popen("cook", "wf.yml")
+    job = the_job(w)
+    wait_for(lambda: "item_1" in recorded(w, job, "agent_retrying"), what="item_1 to fail once")
+    wait_for(lambda: "item_2" in recorded(w, job, "dlq_item_added"), what="item_2 in the DLQ")
+    wait_for(lambda: "item_0" in recorded(w, job, "agent_completed"), what="item_0 done")
+    wait_for(lambda: "item_3 1" in lines(w, "started.log"), what="item_3 to start")
+    rc, out, err = interrupt(proc)
+    assert rc == 130, out + err
+    before = item_states(w, job)
+    assert before["item_1"] == ("failed-retriable", 1), before
+    assert before["item_2"] == ("dead-lettered", 1), before
+    assert latest(w, job)["dlq"] == ["item_2"]
+    release_all(w)
+
+    clock = time.monotonic()
+    result = resume(w, "resume-job", job)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert time.monotonic() - clock < 20, "the retry waited out its backoff after the resume"
+    after = item_states(w, job)
+    assert after["item_1"] == ("succeeded", 2), after
+    assert after["item_2"] == ("dead-lettered", 1), after
+    assert latest(w, job)["dlq"] == ["item_2"]
+    # item_1 got exactly its one remaining attempt; the DLQ item was not run again.
+    assert attempts_of(w, "runs.log") == {
+        "item_0": [1],
+        "item_1": [1, 2],
+        "item_3": [1],
+    }
+    by_item = results(w)
+    assert by_item["item_1"]["attempts"] == 2 and by_item["item_1"]["status"] == "succeeded"
+    assert by_item["item_2"]["attempts"] == 1 and by_item["item_2"]["status"] == "failed"
+    assert [e["item_id"] for e in events(w, job, "dlq_item_added")] == ["item_2"]
+
+
+def test_max_additional_retries_gives_exactly_n_more_attempts(w: Env) -> None:
+    retry_job(w, ["exit 1", "true"], delay="0.05s")
+    # The retry (attempt 2) of item_0 is running when Ctrl-C comes: it does not count.
+    hold(w, "item_0-2")
+    proc = w.popen("cook", "wf.yml")
+    job = the_job(w)
+    wait_for(lambda: "item_0 2" in lines(w, "started.log"), what="item_0's retry")
+    wait_for(lambda: "item_1" in recorded(w, job, "agent_completed"), what="item_1 done")
+    rc, out, err = interrupt(proc)
+    assert rc == 130, out + err
+    assert item_states(w, job)["item_0"] == ("failed-retriable", 1)
+    release_all(w)
+
+    result = resume(w, "resume-job", job, "--max-additional-retries", "2")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Resuming with 1 retriable items" in result.stdout
+    assert "Granting 2 additional retry attempts" in result.stdout
+    # max_attempts (2) + 2 additional: attempts 1 to 4, each once, then the DLQ.
+    assert attempts_of(w, "runs.log") == {"item_0": [1, 2, 3, 4], "item_1": [1]}
+    assert item_states(w, job)["item_0"] == ("dead-lettered", 4)
+    assert results(w)["item_0"]["attempts"] == 4
+
+
+# ---- Example 3: parallelism override ----------------------------------------------------------
+
+
+def test_max_parallel_override(w: Env) -> None:
+    plain_job(w, items=9, max_parallel=2)
+    job = interrupted_plain_job(w, 9, held=ids(0, 1), done=[])
+    # On resume every agent waits, so the number running at once is plain to see.
+    hold(w, *(f"item_{n}-1" for n in range(9)))
+
+    before = len(lines(w, "running.log"))
+    proc = w.popen("resume-job", job, "--max-parallel", "5")
+    wait_for(lambda: len(lines(w, "started.log")) >= 2 + 5, what="5 agents at once")
+    release_all(w)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out + err
+    assert max_running(lines(w, "running.log")[before:]) == 5
+    assert events(w, job, "map_started")[-1]["max_parallel"] == 5
+    assert "Resuming job with max_parallel override: 2 -> 5" in out
+    assert "Processing 9 remaining items with 5 parallel agents..." in out
+    assert runs(w) == Counter(ids(*range(9)))
+
+
+# ---- Example 4: recovery from a checkpoint ----------------------------------------------------
+
+
+def test_from_checkpoint_reruns_exactly_the_items_finished_after_it(w: Env) -> None:
+    plain_job(w, items=6, max_parallel=1)
+    job = interrupted_plain_job(w, 6, held=ids(4), done=ids(0, 1, 2, 3))
+    release_all(w)
+
+    unknown = resume(w, "resume-job", job, "--from-checkpoint", "99")
+    assert unknown.returncode == 1, unknown.stdout + unknown.stderr
+    assert re.search(r"\b0 to 4\b", unknown.stderr), unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    assert not events(w, job, "checkpoint_restored")
+
+    result = resume(w, "resume-job", job, "--from-checkpoint", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert in_order(
+        result.stdout,
+        "Loading checkpoint v2...\n",
+        "Rolling back to: 2 completed, 4 remaining\n",
+        "Continuing from checkpoint v2...\n",
+    ), result.stdout
+    # With one agent at a time, versions 3 and 4 were item_2 and item_3.
+    assert runs(w) == Counter(ids(0, 1, 2, 2, 3, 3, 4, 5))
+    assert [e["version"] for e in events(w, job, "checkpoint_restored")] == [2]
+    assert lines(w, "reduce.log") == ["6/6 0"]
+
+
+# ---- validation -------------------------------------------------------------------------------
+
+
+def test_changed_workflow_is_refused_unless_validation_is_skipped(w: Env) -> None:
+    plain_job(w, items=4, max_parallel=1)
+    job = interrupted_plain_job(w, 4, held=ids(1), done=ids(0))
+    release_all(w)
+    w.write("wf.yml", PLAIN.replace("@MAX_PARALLEL@", "2"))
+    started = lines(w, "started.log")
+
+    refused = resume(w, "resume-job", job)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "changed" in refused.stderr, refused.stderr
+    assert lines(w, "started.log") == started, "agents ran although the resume was refused"
+
+    result = resume(w, "resume-job", job, "--skip-validation")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert runs(w) == Counter(ids(0, 1, 2, 3))
+
+
+def test_deleted_workflow_file_is_reported(w: Env) -> None:
+    plain_job(w, items=3, max_parallel=1)
+    job = interrupted_plain_job(w, 3, held=ids(1), done=ids(0))
+    workflow = w.repo / "wf.yml"
+    workflow.unlink()
+
+    result = resume(w, "resume-job", job)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Workflow file not found" in result.stderr, result.stderr
+    assert str(workflow) in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_complete_job_is_refused_unless_skip_validation_or_force(w: Env) -> None:
+    plain_job(w, items=3, max_parallel=2)
+    cooked = w.run("cook", "wf.yml")
+    assert cooked.returncode == 0, cooked.stdout + cooked.stderr
+    job = the_job(w)
+
+    refused = resume(w, "resume-job", job, "--verbose")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"Job {job} is already complete" in refused.stderr, refused.stderr
+
+    skipped = resume(w, "resume-job", job, "--skip-validation")
+    assert skipped.returncode == 0, skipped.stdout + skipped.stderr
+
+    forced = resume(w, "resume-job", job, "--force")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert lines(w, "reduce.log") == ["3/3 0", "3/3 0"], "the reduce phase did not re-run"
+    assert runs(w) == Counter(ids(0, 1, 2)), "--force re-ran succeeded items"
+
+
+def test_dlq_only_job_needs_force_which_retries_dlq_items_and_reruns_reduce(w: Env) -> None:
+    retry_job(w, ["true", "exit 1"], delay="0.05s")
+    cooked = w.run("cook", "wf.yml")
+    assert cooked.returncode == 3, cooked.stdout + cooked.stderr
+    job = the_job(w)
+    assert attempts_of(w, "runs.log") == {"item_0": [1], "item_1": [1, 2]}
+
+    refused = resume(w, "resume-job", job)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "No retriable items found" in refused.stderr, refused.stderr
+    assert "--force" in refused.stderr and "prodigy dlq reprocess" in refused.stderr
+
+    forced = resume(w, "resume-job", job, "--force")
+    assert forced.returncode == 3, forced.stdout + forced.stderr
+    # A fresh round of max_attempts, numbered on from the history.
+    assert attempts_of(w, "runs.log") == {"item_0": [1], "item_1": [1, 2, 3, 4]}
+    assert lines(w, "reduce.log") == ["reduce", "reduce"]
+    assert results(w)["item_1"]["attempts"] == 4
+    assert item_states(w, job)["item_1"] == ("dead-lettered", 4)
+
+
+def test_failed_reduce_is_resumed_into_the_reduce_phase(w: Env) -> None:
+    w.write(
+        "wf.yml",
+        PLAIN.replace("@MAX_PARALLEL@", "2").replace(
+            'reduce:\n  - shell: "echo ${map.successful}/${map.total} ${map.failed} >> reduce.log"',
+            "reduce:\n"
+            '  - shell: "echo r1 >> reduce.log"\n'
+            '  - shell: "test -e fixed || { touch fixed; exit 1; }; echo r2 >> reduce.log"\n'
+            '  - shell: "echo r3 >> reduce.log"',
+        ),
+    )
+    w.write_json("items.json", [{"n": n} for n in range(4)])
+    cooked = w.run("cook", "wf.yml")
+    assert cooked.returncode == 1, cooked.stdout + cooked.stderr
+    assert lines(w, "reduce.log") == ["r1"]
+    job = the_job(w)
+
+    result = resume(w, "resume-job", job)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines(w, "reduce.log") == ["r1", "r2", "r3"]
+    assert runs(w) == Counter(ids(0, 1, 2, 3)), "the map phase ran again"
+    assert len(lines(w, "started.log")) == 4
+
+
+def test_unknown_job_is_checkpoint_not_found(w: Env) -> None:
+    result = resume(w, "resume-job", "mapreduce-20000101-000000")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Checkpoint not found" in result.stderr
+    assert "mapreduce-20000101-000000" in result.stderr
+    assert "Traceback" not in result.stderr
