@@ -751,4 +751,12 @@ def run_reprocess(runner: JobRunner, indexes: list[int]) -> int:
     return asyncio.run(runner.reprocess(indexes))
 
 
-__all__ = ["JobRunner", "RunOptions", "base_environment", "item_spec", "map_results", "run_job", "run_reprocess"]
+__all__ = [
+    "JobRunner",
+    "RunOptions",
+    "base_environment",
+    "item_spec",
+    "map_results",
+    "run_job",
+    "run_reprocess",
+]

@@ -167,16 +167,25 @@ def create_job_dir(repo: str) -> JobDir:
     root = jobs_root(repo)
     try:
         root.mkdir(parents=True, exist_ok=True)
+        return _reserve_job_dir(root)
     except OSError as exc:
         raise ProdigyError(
             f"Cannot create the state directory {root}: {exc.strerror}.",
             hint="Set PRODIGY_HOME to a writable directory.",
         ) from None
+
+
+def _reserve_job_dir(root: Path) -> JobDir:
+    # Ids are reserved in one namespace for all repositories, since `find_job` looks an id up
+    # across all of them; `mkdir` makes the reservation atomic between processes.
+    ids = prodigy_home() / "ids"
+    ids.mkdir(parents=True, exist_ok=True)
     base = time.strftime("mapreduce-%Y%m%d-%H%M%S")
     suffix = 1
     while True:
         job_id = base if suffix == 1 else f"{base}-{suffix}"
         try:
+            (ids / job_id).mkdir()
             (root / job_id).mkdir()
         except FileExistsError:
             suffix += 1

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from conftest import Env, job_id_of
 
 EXIT_FAILURE = 1
@@ -111,13 +112,14 @@ WORKFLOW_CASES = {
         r"bad\.yaml:5:17\b",
     ),
     "wrong-type-nested": (
-        "name: t\nmode: mapreduce\nmap:\n  input: items.json" + AGENT
+        "name: t\nmode: mapreduce\nmap:\n  input: items.json"
+        + AGENT
         + "error_policy:\n  retry_config:\n    max_attempts: [3]\n",
         ["max_attempts"],
         r"bad\.yaml:9:19\b",
     ),
     "wrong-type-steps": (
-        'name: t\nmode: mapreduce\nmap:\n  input: items.json\n  agent_template: 5\n',
+        "name: t\nmode: mapreduce\nmap:\n  input: items.json\n  agent_template: 5\n",
         ["agent_template"],
         r"bad\.yaml:5:\d+",
     ),
@@ -147,8 +149,7 @@ WORKFLOW_CASES = {
         r"bad\.yaml:2:\d+",
     ),
     "invalid-jsonpath-syntax": (
-        'name: t\nmode: mapreduce\nmap:\n  input: obj.json\n  json_path: "$.files[?("'
-        + AGENT,
+        'name: t\nmode: mapreduce\nmap:\n  input: obj.json\n  json_path: "$.files[?("' + AGENT,
         ["json_path"],
         r"bad\.yaml:5:\d+",
     ),
@@ -159,10 +160,17 @@ WORKFLOW_CASES = {
         r"bad\.yaml:6:\d+",
     ),
     "undefined-variable-in-reduce": (
-        "name: t\nmode: mapreduce\nmap:\n  input: items.json" + AGENT
+        "name: t\nmode: mapreduce\nmap:\n  input: items.json"
+        + AGENT
         + 'reduce:\n  - shell: "echo ${map.totl}"\n',
         ["map.totl"],
         r"bad\.yaml:8:\d+",
+    ),
+    # SPEC §2: a bad filter is a loading error, reported with file, line and column.
+    "bad-filter": (
+        'name: t\nmode: mapreduce\nmap:\n  input: items.json\n  filter: "size >"' + AGENT,
+        ["filter", "size >"],
+        r"bad\.yaml:5:\d+",
     ),
     "isolation-worktree": (
         "name: t\nmode: mapreduce\nmap:\n  input: items.json\n  isolation: worktree" + AGENT,
@@ -208,11 +216,6 @@ INPUT_CASES = {
         ["exit code 7", "broken"],
         None,
     ),
-    "bad-filter": (
-        'map:\n  input: items.json\n  filter: "size >"' + AGENT,
-        ["filter"],
-        None,
-    ),
     "duplicate-id_field": (
         "map:\n  input: dupes.json\n  id_field: path" + AGENT,
         ["path", "unique"],
@@ -233,6 +236,35 @@ def test_bad_map_input(inputs: Env, case: str, dry_run: bool) -> None:
     assert not (inputs.repo / "runs.log").exists()
 
 
+@pytest.mark.parametrize(
+    "map_setting",
+    [
+        pytest.param('input: obj.json\n  json_path: "$.files[?("', id="bad-jsonpath"),
+        pytest.param('input: items.json\n  filter: "size >"', id="bad-filter"),
+    ],
+)
+def test_loading_errors_are_reported_before_setup_runs(inputs: Env, map_setting: str) -> None:
+    """SPEC §2: bad JSONPath and bad filter are loading errors, found "before anything runs"."""
+    result = cook_bad(
+        inputs,
+        'name: t\nmode: mapreduce\nsetup:\n  - shell: "echo setup >> runs.log"\n'
+        f"map:\n  {map_setting}" + AGENT,
+    )
+    assert_clean_error(result, EXIT_FAILURE, pattern=r"bad\.yaml:7:\d+")
+    assert not (inputs.repo / "runs.log").exists(), "setup ran although the workflow is invalid"
+    assert_no_job(inputs)
+
+
+def test_unwritable_state_directory(world: Env) -> None:
+    world.write_json("items.json", [1])
+    world.write("wf.yaml", "name: t\nmode: mapreduce\nmap:\n  input: items.json" + AGENT)
+    not_a_dir = world.repo.parent / "home-is-a-file"
+    not_a_dir.write_text("")
+    result = world.run("cook", "wf.yaml", PRODIGY_HOME=str(not_a_dir))
+    assert_clean_error(result, EXIT_FAILURE, str(not_a_dir))
+    assert not (world.repo / "runs.log").exists()
+
+
 # ---- command-line usage --------------------------------------------------------------------------
 
 
@@ -244,7 +276,9 @@ def test_bad_map_input(inputs: Env, case: str, dry_run: bool) -> None:
         pytest.param(("cook", "--bogus", "wf.yaml"), ["--bogus"], id="unknown-flag"),
         pytest.param(("frobnicate",), ["frobnicate"], id="unknown-command"),
         pytest.param(("cook", "--max-parallel", "0", "wf.yaml"), ["--max-parallel"], id="mp-0"),
-        pytest.param(("cook", "--max-parallel", "lots", "wf.yaml"), ["--max-parallel"], id="mp-nan"),
+        pytest.param(
+            ("cook", "--max-parallel", "lots", "wf.yaml"), ["--max-parallel"], id="mp-nan"
+        ),
         pytest.param(("cook", "--max-items", "0", "wf.yaml"), ["--max-items"], id="max-items-0"),
         pytest.param(("resume-job",), ["JOB_ID"], id="resume-job-without-id"),
     ],
@@ -305,8 +339,15 @@ def test_resume_when_the_only_job_is_complete(world: Env) -> None:
 # ---- an item that lacks a field the template uses ----------------------------------------------
 
 
-def test_item_missing_a_template_field_fails_only_that_item(world: Env) -> None:
-    world.write_json("items.json", [{"path": "a"}, {"name": "no path here"}, {"path": "c"}])
+@pytest.mark.parametrize(
+    "odd_item",
+    [
+        pytest.param({"name": "no path here"}, id="object-without-the-field"),
+        pytest.param("just a string", id="not-an-object"),
+    ],
+)
+def test_item_missing_a_template_field_fails_only_that_item(world: Env, odd_item: object) -> None:
+    world.write_json("items.json", [{"path": "a"}, odd_item, {"path": "c"}])
     world.write(
         "wf.yaml",
         """

@@ -260,7 +260,7 @@ def test_an_interrupted_job_and_a_running_one(world: Env) -> None:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.communicate()
     assert proc.returncode == 130
 
     where = item_sets(world.events(job_id))

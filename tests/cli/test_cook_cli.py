@@ -6,6 +6,7 @@ below is exact; nothing waits on a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -206,7 +207,7 @@ def test_job_id_is_printed_before_setup_runs(world: Env) -> None:
         job_id = job_id_of(first[0])
         assert not (world.repo / "runs.log").exists()
         (world.repo / "go").write_text("")
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -292,11 +293,10 @@ def test_setup_creates_input_and_captures_output_for_map_and_reduce(world: Env) 
 
 
 def test_env_vars_and_prodigy_variables_reach_every_agent(world: Env) -> None:
-    items = [{"name": "plain"}, {"name": "it's \"quoted\" $HOME `x`"}]
+    items = [{"name": "plain"}, {"name": 'it\'s "quoted" $HOME `x`'}]
     world.write_json("items.json", items)
     dump = (
-        f"{PY} -c 'import json, os; print(json.dumps(dict(os.environ)))' "
-        "> envs/${item_id}.json"
+        f"{PY} -c 'import json, os; print(json.dumps(dict(os.environ)))' > envs/${{item_id}}.json"
     )
     result = cook(
         world,
@@ -422,9 +422,7 @@ PIPELINE_DATA = [
             ["e10", "b500", "b150", "d120", "c300", "a50"],
             id="sort_by",
         ),
-        pytest.param(
-            "distinct: path", (), ["a50", "b150", "c300", "d120", "e10"], id="distinct"
-        ),
+        pytest.param("distinct: path", (), ["a50", "b150", "c300", "d120", "e10"], id="distinct"),
         pytest.param("offset: 2", (), ["c300", "b500", "d120", "e10"], id="offset"),
         pytest.param("max_items: 2", (), ["a50", "b150"], id="max_items"),
         pytest.param("", ("--max-items", "3"), ["a50", "b150", "c300"], id="--max-items"),
@@ -438,7 +436,9 @@ PIPELINE_DATA = [
         ),
     ],
 )
-def test_item_pipeline(world: Env, settings: str, args: tuple[str, ...], expected: list[str]) -> None:
+def test_item_pipeline(
+    world: Env, settings: str, args: tuple[str, ...], expected: list[str]
+) -> None:
     world.write_json("items.json", PIPELINE_DATA)
     workflow = (
         "name: pipeline\n"
@@ -538,7 +538,8 @@ def test_flaky_agent_succeeds_on_second_attempt(world: Env) -> None:
         map:
           input: items.json
           agent_template:
-            - shell: 'echo "${item_id} $PRODIGY_ATTEMPT ${attempt}" >> runs.log; test "$PRODIGY_ATTEMPT" -ge 2'
+            - shell: 'echo "${item_id} $PRODIGY_ATTEMPT ${attempt}" >> runs.log'
+            - shell: 'test "$PRODIGY_ATTEMPT" -ge 2'
         error_policy:
           retry_config:
             max_attempts: 2
@@ -717,8 +718,10 @@ def test_backoff_kinds(
 
 @pytest.mark.parametrize(
     ("step_timeout", "agent_timeout"),
-    [pytest.param("\n      timeout: 0.5", "", id="step-timeout"),
-     pytest.param("", "\n  agent_timeout_secs: 0.5", id="agent_timeout_secs")],
+    [
+        pytest.param("\n      timeout: 0.5", "", id="step-timeout"),
+        pytest.param("", "\n  agent_timeout_secs: 0.5", id="agent_timeout_secs"),
+    ],
 )
 def test_timeouts_kill_the_agents_child_processes(
     world: Env, step_timeout: str, agent_timeout: str
@@ -753,10 +756,8 @@ def test_timeouts_kill_the_agents_child_processes(
         assert all("timed out" in (r["error"] or "") for r in results), results
     finally:
         for path in (world.repo / "pids").iterdir():
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(path.read_text()), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
 
 
 def test_on_failure_handler_that_succeeds_lets_the_agent_continue(world: Env) -> None:

@@ -163,12 +163,13 @@ def test_a_running_job_then_a_crashed_one(world: Env, tmp_path: Path) -> None:
 
         # kill -9 of the coordinator alone: its lock dies with it, its metadata still says running.
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        release.touch()
+        proc.communicate(timeout=20)
     finally:
         release.touch()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.communicate()
 
     crashed = details(prodigy(world, "sessions", "show", job_id).stdout)
     assert crashed["Status"] == "interrupted (crashed)"

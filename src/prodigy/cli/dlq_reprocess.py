@@ -11,9 +11,6 @@ from pathlib import Path
 
 import click
 
-from prodigy.cli.common import check_claude, claude_bin, open_runner
-from prodigy.cli.resume import load_job_workflow
-from prodigy.engine import RunOptions, run_reprocess
 from prodigy.errors import ProdigyError
 from prodigy.job import ItemsFile, read_job_metadata
 from prodigy.journal import Journal, read_journal
@@ -55,6 +52,11 @@ def _choose(
 @click.option("--force", is_flag=True, help="Also items marked for manual review.")
 def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], force: bool) -> int:
     """Run the DLQ items of JOB_ID again; successes leave the DLQ."""
+    # The engine is imported here so that `prodigy dlq list` stays quick to start.
+    from prodigy.cli.common import check_claude, claude_bin, open_runner
+    from prodigy.cli.resume import load_job_workflow
+    from prodigy.engine import RunOptions, run_reprocess
+
     job = find_job(job_id)
     lock = JobLock(job.lock, job.job_id, "dlq reprocess")
     lock.acquire()
@@ -96,7 +98,13 @@ def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], for
             max_parallel=max_parallel or workflow.map.max_parallel, claude_bin=claude_bin()
         )
         runner, events = open_runner(
-            job, meta, workflow, state, contents.valid_bytes, options, "dlq_reprocess_started",
+            job,
+            meta,
+            workflow,
+            state,
+            contents.valid_bytes,
+            options,
+            "dlq_reprocess_started",
             items=len(chosen),
         )
         try:

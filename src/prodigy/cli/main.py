@@ -6,8 +6,10 @@ traceback is shown only with `-v`.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
+from typing import ClassVar
 
 import click
 
@@ -19,29 +21,46 @@ class Settings:
     verbose = 0
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command runs: `events show` should not pay
+    for the engine and the workflow validator."""
+
+    COMMANDS: ClassVar[dict[str, tuple[str, str]]] = {
+        "cook": ("prodigy.cli.run", "cook"),
+        "run": ("prodigy.cli.run", "run_alias"),
+        "resume": ("prodigy.cli.resume", "resume"),
+        "resume-job": ("prodigy.cli.resume", "resume_job"),
+        "checkpoints": ("prodigy.cli.checkpoints", "checkpoints"),
+        "events": ("prodigy.cli.events", "events"),
+        "dlq": ("prodigy.cli.dlq", "dlq"),
+        "sessions": ("prodigy.cli.sessions", "sessions"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.COMMANDS:
+            return None
+        module_name, attribute = self.COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(module_name), attribute)
+        if (
+            cmd_name == "dlq"
+            and isinstance(command, click.Group)
+            and "reprocess" not in command.commands
+        ):
+            from prodigy.cli.dlq_reprocess import reprocess
+
+            command.add_command(reprocess)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More detail; -v also shows tracebacks.")
 @click.version_option(__version__, prog_name="prodigy")
 def cli(verbose: int) -> None:
     """Run MapReduce workflows of shell and Claude agents, durably and resumably."""
     Settings.verbose = verbose
-
-
-def _register() -> None:
-    from prodigy.cli import checkpoints, dlq, dlq_reprocess, events, resume, run, sessions
-
-    cli.add_command(run.cook)
-    cli.add_command(run.run_alias)
-    cli.add_command(resume.resume)
-    cli.add_command(resume.resume_job)
-    cli.add_command(checkpoints.checkpoints)
-    cli.add_command(events.events)
-    dlq.dlq.add_command(dlq_reprocess.reprocess)
-    cli.add_command(dlq.dlq)
-    cli.add_command(sessions.sessions)
-
-
-_register()
 
 
 def report_error(exc: ProdigyError) -> None:

@@ -79,7 +79,9 @@ def _check_consistency(
         )
 
 
-def load_job_workflow(job: JobDir, path: Path, workflow_hash: str, skip_validation: bool) -> Workflow:
+def load_job_workflow(
+    job: JobDir, path: Path, workflow_hash: str, skip_validation: bool
+) -> Workflow:
     if not path.exists():
         raise ProdigyError(
             f"Workflow file not found: {path} (job {job.job_id} was started from it).",
