@@ -36,6 +36,7 @@ from prodigy.items import ItemSpec, WorkItem, load_items
 from prodigy.job import ItemsFile, JobMetadata, metadata_document, write_items
 from prodigy.journal import Journal
 from prodigy.progress import Reporter
+from prodigy.reaper import reaping
 from prodigy.retry import backoff_delay
 from prodigy.state import (
     AttemptEnded,
@@ -744,11 +745,13 @@ def map_results(state: JobState, ids: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def run_job(runner: JobRunner) -> int:
-    return asyncio.run(runner.run())
+    with reaping():
+        return asyncio.run(runner.run())
 
 
 def run_reprocess(runner: JobRunner, indexes: list[int]) -> int:
-    return asyncio.run(runner.reprocess(indexes))
+    with reaping():
+        return asyncio.run(runner.reprocess(indexes))
 
 
 __all__ = [

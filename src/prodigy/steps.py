@@ -25,6 +25,7 @@ from ruamel.yaml import YAML
 
 from prodigy.errors import MissingVariable
 from prodigy.interpolate import render
+from prodigy.reaper import forget_group, watch_group
 
 StepKind = Literal["shell", "claude", "write_file"]
 FileFormat = Literal["text", "json", "yaml"]
@@ -493,6 +494,7 @@ async def _run_process(
     finally:
         os.close(out_w)
         os.close(err_w)
+    watch_group(proc.pid)
     readers = (_PipeReader(loop, out_r, stdout), _PipeReader(loop, err_r, stderr))
     timed_out = False
     try:
@@ -508,6 +510,7 @@ async def _run_process(
         await proc.wait()
         raise
     finally:
+        forget_group(proc.pid)
         for reader in readers:
             reader.close()
     if timed_out:

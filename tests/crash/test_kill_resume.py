@@ -336,7 +336,38 @@ def test_sigterm_mid_map_exits_143_and_resume_without_id_completes(w: Env) -> No
     started = started_counts(w)
     assert all(started[i] == 1 for i in ids(0, 1, 2, 5, 6, 7)), started
     assert started["item_3"] == 2 and started["item_4"] == 2, started
+    assert lines(w, "setup.log") == ["setup", "setup-done"]
     assert_reduce_once(w, 8)
+
+
+def test_sigint_mid_setup_and_mid_reduce(w: Env) -> None:
+    setup_job(w, items=4, max_parallel=2)
+    hold(w, "setup")
+    run = Run(w, "cook", "wf.yml")
+    job = the_job(w)
+    wait_for(lambda: lines(w, "setup.log") == ["setup"], what="setup step 1")
+    run.signal(signal.SIGINT)
+    assert run.wait() == 130, run.stdout + run.stderr
+    assert f"prodigy resume-job {job}" in run.stdout
+    assert not (w.repo / "started.log").exists(), "agents started after an interrupted setup"
+
+    release(w, "setup")
+    hold(w, "r2")
+    run = Run(w, "resume-job", job)
+    wait_for(lambda: "r2" in lines(w, "reduce-started.log"), what="the slow reduce step")
+    wait_for(lambda: events(w, job, "reduce_step_completed"), what="reduce step 1 recorded")
+    run.signal(signal.SIGINT)
+    assert run.wait() == 130, run.stdout + run.stderr
+    assert lines(w, "reduce.log") == ["r1"], "reduce steps ran after the interrupt"
+
+    release(w, "r2")
+    result = resume(w, None)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines(w, "setup.log") == ["setup", "setup", "setup-done"]
+    assert started_counts(w) == Counter(ids(*range(4)))
+    assert_exactly_once(w, 4)
+    assert lines(w, "reduce-started.log") == ["r1", "r2", "r2"]
+    assert_reduce_once(w, 4)
 
 
 def test_sigkill_of_process_group_mid_map_leaves_no_agent_running_on(w: Env) -> None:
