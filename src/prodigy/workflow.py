@@ -34,8 +34,10 @@ from ruamel.yaml.composer import ComposerError
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from prodigy.errors import UsageError, WorkflowError
+from prodigy.errors import InputError, UsageError, WorkflowError
 from prodigy.interpolate import referenced_names, split_name, to_text
+from prodigy.item_filter import FilterSyntaxError, compile_filter
+from prodigy.items import parse_sort_by
 
 # Names the runner itself defines; a workflow may not reuse them for env keys or captures.
 ITEM_VARIABLES = frozenset({"item", "item_index", "item_id", "attempt"})
@@ -361,7 +363,8 @@ def _load(data: bytes) -> tuple[list[_Problem], Workflow | None]:
         workflow = Workflow.model_validate(_plain(tree, (0, 0)))
     except ValidationError as exc:
         return [_problem_from_error(tree, error) for error in exc.errors()], None
-    return _check_json_path(tree, workflow) + _check_variables(tree, workflow), workflow
+    problems = _check_json_path(tree, workflow) + _check_item_settings(tree, workflow)
+    return problems + _check_variables(tree, workflow), workflow
 
 
 def _parse_yaml(text: str) -> Any:
@@ -583,6 +586,24 @@ def _check_json_path(tree: CommentedMap, workflow: Workflow) -> list[_Problem]:
         sentence = f"map.json_path {_shown(expression)} is not valid JSONPath: {detail}{at}"
         return [_Problem(spot.line, spot.column, sentence)]
     return []
+
+
+def _check_item_settings(tree: CommentedMap, workflow: Workflow) -> list[_Problem]:
+    """`filter` and `sort_by` are compiled now, so a typo is caught before anything runs."""
+    problems: list[_Problem] = []
+    if workflow.map.filter is not None:
+        try:
+            compile_filter(workflow.map.filter)
+        except FilterSyntaxError as exc:
+            spot = _locate(tree, ("map", "filter"))
+            problems.append(_Problem(spot.line, spot.column, f"map.{exc.message}"))
+    if workflow.map.sort_by is not None:
+        try:
+            parse_sort_by(workflow.map.sort_by)
+        except InputError as exc:
+            spot = _locate(tree, ("map", "sort_by"))
+            problems.append(_Problem(spot.line, spot.column, exc.message))
+    return problems
 
 
 def _step_locs(workflow: Workflow) -> Iterator[tuple[str, tuple[str | int, ...], Step]]:

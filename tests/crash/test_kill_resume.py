@@ -287,7 +287,7 @@ def started_counts(w: Env) -> Counter[str]:
 def test_sigint_mid_map_lets_running_agents_finish_and_resume_completes(w: Env) -> None:
     setup_job(w, items=10, max_parallel=3)
     hold(w, *ids(5, 6, 7))
-    run = Run(w, "cook", "wf.yml", PRODIGY_INTERRUPT_GRACE="3")
+    run = Run(w, "cook", "wf.yml", PRODIGY_INTERRUPT_GRACE="2")
     job = the_job(w)
     wait_completed(w, job, ids(0, 1, 2, 3, 4))
     wait_started(w, *ids(5, 6, 7))

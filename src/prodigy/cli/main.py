@@ -74,8 +74,14 @@ def main(argv: list[str] | None = None) -> None:
         result = cli.main(args=args, prog_name="prodigy", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        # One sentence and the way out, like every other error, instead of click's usage block.
+        command = exc.ctx.command_path if exc.ctx is not None else "prodigy"
+        message = exc.format_message().rstrip(".")
+        print(f"error: {message}. See '{command} --help'.", file=sys.stderr, flush=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        print(f"error: {exc.format_message()}", file=sys.stderr, flush=True)
         sys.exit(exc.exit_code)
     except click.Abort:
         print("Aborted.", file=sys.stderr)
