@@ -385,16 +385,42 @@ def test_sigkill_of_process_group_mid_map_leaves_no_agent_running_on(w: Env) -> 
 
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
+    wait_for(
+        lambda: not _processes_in(w.repo),
+        timeout=5,
+        what="the killed run's agents to end (they run on after prodigy was killed)",
+    )
     release(w, *ids(2, 3))
     result = resume(w, job)
     assert result.returncode == 0, result.stdout + result.stderr
-    # Anything the killed run left behind has had every chance to finish by now.
-    wait_for(lambda: not _processes_in(w.repo), timeout=10, what="leftover agents to end")
-    runs = Counter(first_words(w, "runs.log"))
-    assert runs == Counter(ids(*range(6))), (
-        f"an agent of the killed run ran on after prodigy died, so its item ran twice: {runs}"
-    )
+    assert_exactly_once(w, 6)
+    started = started_counts(w)
+    assert all(started[i] == 1 for i in ids(0, 1, 4, 5)), started
+    assert started["item_2"] == 2 and started["item_3"] == 2, started
     assert_reduce_once(w, 6)
+
+
+def test_sigkill_of_process_group_mid_reduce_leaves_no_step_running_on(w: Env) -> None:
+    setup_job(w, items=3, max_parallel=3)
+    hold(w, "r2")
+    run = Run(w, "cook", "wf.yml")
+    job = the_job(w)
+    wait_for(lambda: "r2" in lines(w, "reduce-started.log"), what="the slow reduce step")
+    wait_for(lambda: events(w, job, "reduce_step_completed"), what="reduce step 1 recorded")
+
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    wait_for(
+        lambda: not _processes_in(w.repo),
+        timeout=5,
+        what="the killed run's reduce step to end (it runs on after prodigy was killed)",
+    )
+    release(w, "r2")
+    result = resume(w, job)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert started_counts(w) == Counter(ids(0, 1, 2)), "the map phase ran again"
+    assert lines(w, "reduce-started.log") == ["r1", "r2", "r2"]
+    assert_reduce_once(w, 3)
 
 
 def test_crash_mid_map_resumes_and_takes_over_the_stale_lock(w: Env) -> None:
