@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,9 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so a reader sees the old file or the new one, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Unique per thread too: the background checkpoint writer and the engine both write
+    # metadata.json.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)
@@ -197,7 +200,7 @@ def write_checkpoint(job: JobDir, version: int, data: bytes, keep: int) -> None:
     """Write checkpoint-v{version}.json, point latest.json at it, keep the newest `keep` files."""
     target = job.checkpoint(version)
     atomic_write(target, data)
-    link_tmp = job.path / f".latest.{os.getpid()}.tmp"
+    link_tmp = job.path / f".latest.{os.getpid()}.{threading.get_ident()}.tmp"
     link_tmp.unlink(missing_ok=True)
     os.symlink(target.name, link_tmp)
     os.replace(link_tmp, job.latest)
