@@ -382,7 +382,7 @@ def test_clean_all_older_than(world: Env) -> None:
 def test_usage_errors_exit_2_with_one_clear_error(world: Env, args: list[str]) -> None:
     result = prodigy(world, "checkpoints", *args)
     assert result.returncode == 2, result.stdout + result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and result.stdout == ""
 
 
