@@ -75,7 +75,7 @@ def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], for
         if review and not force:
             chosen = [i for i in chosen if i not in review]
             click.echo(
-                f"Skipping {len(review)} items that need manual review (the same error "
+                f"Skipping {len(review)} item{'' if len(review) == 1 else 's'} that need manual review (the same error "
                 "keeps repeating, or the item lacks a field the template uses); "
                 "pass --force to include them."
             )

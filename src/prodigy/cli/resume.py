@@ -157,7 +157,8 @@ def _resume_locked(
     workflow = load_job_workflow(job, Path(meta.workflow_path), meta.workflow_hash, skip_validation)
     check_claude(workflow)
 
-    _say(f"Resuming job {job.job_id}")
+    # Status lines are printed once every refusal has been ruled out.
+    said: list[str] = [f"Resuming job {job.job_id}"]
     requeue: list[int] = []
     limits: list[int] = []
     rerun_reduce = False
@@ -169,14 +170,14 @@ def _resume_locked(
                 f"0 to {state.version} can be restored (checkpoint files on disk: {on_disk}).",
                 exit_code=1,
             )
-        _say(f"Loading checkpoint v{from_checkpoint}...")
+        said.append(f"Loading checkpoint v{from_checkpoint}...")
         target = replay(records, from_checkpoint)
         tc = counts(target)
-        _say(f"Rolling back to: {tc.succeeded} completed, {tc.remaining} remaining")
+        said.append(f"Rolling back to: {tc.succeeded} completed, {tc.remaining} remaining")
     else:
         c = counts(state)
         extra = f", {c.dead} in DLQ" if c.dead else ""
-        _say(
+        said.append(
             f"Loaded checkpoint v{state.version}: {c.succeeded} completed, "
             f"{c.remaining} remaining{extra}"
         )
@@ -187,7 +188,7 @@ def _resume_locked(
                 requeue = dead
                 limits = _fresh_limits(state, dead, workflow, extra_retries)
                 rerun_reduce = True
-                _say(
+                said.append(
                     f"Forcing a re-run of {len(dead)} failed items and the reduce phase of "
                     "a completed job"
                 )
@@ -199,7 +200,8 @@ def _resume_locked(
                     f"{job.job_id}`.",
                 )
             elif skip_validation:
-                _say(f"Job {job.job_id} is complete: nothing is left to run.")
+                said.append(f"Job {job.job_id} is complete: nothing is left to run.")
+                _say("\n".join(said))
                 return 0
             else:
                 raise ProdigyError(
@@ -211,19 +213,20 @@ def _resume_locked(
             if force and state.indexes_with(ItemStatus.DEAD):
                 requeue = state.indexes_with(ItemStatus.DEAD)
                 limits = _fresh_limits(state, requeue, workflow, extra_retries)
-                _say(f"Forcing {len(requeue)} DLQ items back into the queue")
+                said.append(f"Forcing {len(requeue)} DLQ items back into the queue")
             retriable = state.indexes_with(ItemStatus.FAILED)
             if extra_retries:
-                _say(f"Resuming with {len(retriable)} retriable items")
-                _say(f"Granting {extra_retries} additional retry attempts")
+                said.append(f"Resuming with {len(retriable)} retriable items")
+                said.append(f"Granting {extra_retries} additional retry attempts")
                 requeue += retriable
                 limits += [state.limits[i] + extra_retries for i in retriable]
             if current == "reduce":
-                _say(
+                said.append(
                     f"Map phase finished; resuming the reduce phase at step "
                     f"{state.reduce_done + 1} of {len(workflow.reduce)}"
                 )
 
+    _say("\n".join(said))
     if latest_damaged:
         _set_aside_corrupt(job)
     journal = Journal(job.journal, contents.valid_bytes)
