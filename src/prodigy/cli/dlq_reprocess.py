@@ -74,10 +74,11 @@ def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], for
         review = [i for i in chosen if needs_manual_review(state.history.get(i, []))]
         if review and not force:
             chosen = [i for i in chosen if i not in review]
+            noun = "item needs" if len(review) == 1 else "items need"
             click.echo(
-                f"Skipping {len(review)} item{'' if len(review) == 1 else 's'} that need manual review (the same error "
-                "keeps repeating, or the item lacks a field the template uses); "
-                "pass --force to include them."
+                f"Skipping {len(review)} {noun} manual review (the same error keeps "
+                "repeating, or the item lacks a field the template uses); pass --force to "
+                "include them."
             )
         if not chosen:
             click.echo(f"No DLQ items to reprocess in job {job.job_id}.")
