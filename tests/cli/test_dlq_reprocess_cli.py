@@ -82,7 +82,9 @@ def ran(world: Env) -> list[tuple[str, int]]:
     return [(line.split()[0], int(line.split()[1])) for line in path.read_text().splitlines()]
 
 
-def reprocess(world: Env, job_id: str, *args: str, cwd: Path | None = None) -> Any:
+def reprocess(
+    world: Env, job_id: str, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     result = world.run("dlq", "reprocess", job_id, *args, cwd=cwd)
     assert "Traceback" not in result.stderr, result.stderr
     return result
@@ -110,11 +112,11 @@ def summary_line(stdout: str) -> str:
     return lines[0]
 
 
-def one_sentence_error(result: Any, code: int = 1) -> str:
+def one_sentence_error(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
     assert result.returncode == code, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() and result.stderr.count("\n") == 1, result.stderr
-    return str(result.stderr)
+    return result.stderr
 
 
 # ---- outcomes -----------------------------------------------------------------------------------
