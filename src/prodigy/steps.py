@@ -23,6 +23,7 @@ from typing import Any, Literal, assert_never
 import msgspec
 from ruamel.yaml import YAML
 
+from prodigy.display import one_line
 from prodigy.errors import MissingVariable
 from prodigy.interpolate import render
 from prodigy.reaper import forget_group, watch_group
@@ -653,9 +654,7 @@ def _exit_phrase(code: int | None) -> str:
 
 
 def _short(text: str, limit: int = MESSAGE_COMMAND_CHARS) -> str:
-    """`text` on one line, cut to `limit` characters, so an error stays one sentence."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return one_line(text, limit)
 
 
 def _last_line(text: str) -> str:

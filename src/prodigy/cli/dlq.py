@@ -10,8 +10,9 @@ from typing import Any
 import click
 import msgspec
 
-from prodigy.cli.events import display_time, shorten
+from prodigy.cli.events import display_time
 from prodigy.cli.sessions import print_table
+from prodigy.display import one_line
 from prodigy.dlq import DlqEntry, DlqSummary, dlq_entries, lookup_item, status_phrase, summarize
 from prodigy.errors import ProdigyError
 from prodigy.job import load_state
@@ -66,7 +67,7 @@ def _print_summary(job: JobDir, summary: DlqSummary) -> None:
     print_table(
         ["SIGNATURE", "ITEMS", "KIND", "SAMPLE ERROR"],
         [
-            [g.signature, str(g.count), g.error_kind, shorten(g.sample_error, SAMPLE_ERROR_CHARS)]
+            [g.signature, str(g.count), g.error_kind, one_line(g.sample_error, SAMPLE_ERROR_CHARS)]
             for g in summary.by_signature
         ],
     )
@@ -141,7 +142,7 @@ def list_(job_id: str, as_json: bool, limit: int | None) -> int:
                     e.item_id,
                     str(e.attempt_count),
                     e.error_kind,
-                    shorten(e.last_error, LIST_ERROR_CHARS),
+                    one_line(e.last_error, LIST_ERROR_CHARS),
                     display_time(e.last_attempt_at, millis=False) if e.last_attempt_at else "-",
                 ]
                 for e in shown

@@ -19,6 +19,7 @@ from typing import Any
 import click
 import msgspec
 
+from prodigy.display import one_line
 from prodigy.errors import ProdigyError
 from prodigy.events import END_EVENTS, EVENT_TYPES, TornLine
 from prodigy.job import ItemsFile
@@ -127,12 +128,6 @@ def display_time(ts: str, millis: bool = True) -> str:
     return f"{shown}.{moment.microsecond // 1000:03d}" if millis else shown
 
 
-def shorten(text: str, limit: int) -> str:
-    """`text` on one line, cut to `limit` characters with an ellipsis."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def _compact(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -175,13 +170,15 @@ def format_event(data: dict[str, Any]) -> str:
             parts.append(shown)
     for key in ("reason", "error"):
         if data.get(key):
-            parts.append(shorten(str(data[key]), ERROR_CHARS))
+            parts.append(one_line(str(data[key]), ERROR_CHARS))
     return "  ".join(parts).rstrip()
 
 
 def torn_message(torn: TornLine, path: Path, complete: bool = True) -> str:
     what = "is not valid JSON" if complete else "is incomplete or damaged"
-    return f"warning: {path.name} line {torn.line_number} {what}, skipped: {shorten(torn.text, 80)}"
+    return (
+        f"warning: {path.name} line {torn.line_number} {what}, skipped: {one_line(torn.text, 80)}"
+    )
 
 
 def _out(text: str) -> None:

@@ -9,6 +9,7 @@ import click
 import msgspec
 
 from prodigy.cli.common import check_claude, claude_bin, execute
+from prodigy.display import one_line
 from prodigy.engine import RunOptions, base_environment, item_spec
 from prodigy.items import WorkItem, load_items
 from prodigy.job import create_job
@@ -22,10 +23,7 @@ PREVIEW_ITEMS = 20
 
 def _preview(items: list[WorkItem]) -> None:
     for item in items[:PREVIEW_ITEMS]:
-        data = msgspec.json.encode(item.data).decode()
-        if len(data) > 100:
-            data = data[:97] + "..."
-        click.echo(f"  {item.id}  {data}")
+        click.echo(f"  {item.id}  {one_line(msgspec.json.encode(item.data).decode(), 100)}")
     if len(items) > PREVIEW_ITEMS:
         click.echo(f"  ... and {len(items) - PREVIEW_ITEMS} more")
 
