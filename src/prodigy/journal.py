@@ -17,6 +17,7 @@ import msgspec
 
 from prodigy.errors import StateError
 from prodigy.state import Record
+from prodigy.store import fsync_dir
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Record] = msgspec.json.Decoder(Record)
@@ -68,7 +69,11 @@ class Journal:
 
     def __init__(self, path: Path, valid_bytes: int | None = None) -> None:
         self.path = path
+        existed = path.exists()
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if not existed:
+            # The new file's directory entry must survive a power loss too.
+            fsync_dir(path.parent)
         if valid_bytes is not None and os.fstat(self._fd).st_size > valid_bytes:
             # Drop a torn tail so the next record does not weld onto it.
             os.ftruncate(self._fd, valid_bytes)
