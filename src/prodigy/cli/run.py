@@ -12,7 +12,7 @@ from prodigy.cli.common import check_claude, claude_bin, execute
 from prodigy.display import one_line
 from prodigy.engine import RunOptions, base_environment, item_spec
 from prodigy.items import WorkItem, load_items
-from prodigy.job import create_job
+from prodigy.job import create_job, metadata_document
 from prodigy.lock import JobLock
 from prodigy.state import JobState
 from prodigy.store import find_repository
@@ -70,6 +70,9 @@ def cook_workflow(
     lock = JobLock(job.lock, job.job_id, "cook")
     lock.acquire()
     try:
+        # Written before anything else so that a job interrupted at any instant can be found
+        # and resumed.
+        job.write_metadata(metadata_document(meta, JobState(), "running"))
         click.echo(f"Started job {job.job_id}")
         options = RunOptions(
             max_parallel=parallel,
