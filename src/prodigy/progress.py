@@ -5,6 +5,7 @@ The engine talks to a `Reporter`; it never prints directly.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
@@ -26,6 +27,21 @@ def _summary(c: Counts, running: int, cost_usd: float) -> str:
     return text
 
 
+def _print_or_detach(text: str, stream: TextIO) -> None:
+    """Print a line; if the reader has gone (`prodigy cook wf.yaml | head -1`), the job goes on
+    and its later output is discarded instead of killing the run with a broken pipe."""
+    try:
+        print(text, file=stream, flush=True)
+    except (BrokenPipeError, ValueError):
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError):
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
 class Reporter:
     """Plain lines: status to stdout, problems to stderr, progress at most every 2 seconds."""
 
@@ -36,10 +52,10 @@ class Reporter:
         self._started = time.monotonic()
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        _print_or_detach(text, self.out)
 
     def warn(self, text: str) -> None:
-        print(text, file=self.err, flush=True)
+        _print_or_detach(text, self.err)
 
     def start_map(self, c: Counts) -> None:
         self._started = time.monotonic()

@@ -930,3 +930,32 @@ def test_dry_run_lists_items_and_creates_nothing(world: Env) -> None:
     assert home_entries(world) == [], "--dry-run created state under PRODIGY_HOME"
     assert not (world.repo / "runs.log").exists()
     assert not JOB_ID_MATCH.search(result.stdout)
+
+
+def test_job_runs_on_when_the_reader_of_its_output_goes_away(world: Env) -> None:
+    """`JOB=$(prodigy cook wf.yaml | head -1)`: reading the id and closing the pipe must not
+    kill the job with a broken pipe."""
+    world.write_json("items.json", [{"n": n} for n in range(6)])
+    world.write(
+        "wf.yaml",
+        """\
+        name: pipe
+        mode: mapreduce
+        map:
+          input: items.json
+          max_parallel: 2
+          agent_template:
+            - shell: "sleep 0.2 && echo ${item_id} >> runs.log"
+        reduce:
+          - shell: "echo reduced"
+        """,
+    )
+    proc = world.popen("cook", "wf.yaml")
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    job_id = job_id_of(first)
+    proc.stdout.close()  # the reader goes away, as `head -1` does
+    assert proc.wait(timeout=40) == 0
+    assert sorted((world.repo / "runs.log").read_text().split()) == [f"item_{n}" for n in range(6)]
+    metadata = json.loads((world.job_dir(job_id) / "metadata.json").read_text())
+    assert metadata["status"] == "completed"
