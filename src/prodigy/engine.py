@@ -219,9 +219,9 @@ class JobRunner:
     async def run(self) -> int:
         return await self._with_signals(self._run_phases())
 
-    async def reprocess(self, indexes: list[int]) -> int:
+    async def reprocess(self, indexes: list[int], status_before: JobEndStatus | None) -> int:
         """Run only `indexes` (items just taken out of the DLQ); no setup, no reduce."""
-        return await self._with_signals(self._reprocess(indexes))
+        return await self._with_signals(self._reprocess(indexes, status_before))
 
     async def _with_signals(self, body: Awaitable[int]) -> int:
         loop = asyncio.get_running_loop()
@@ -264,13 +264,12 @@ class JobRunner:
                 return await self._end_early(failure)
         return await self._complete()
 
-    async def _reprocess(self, indexes: list[int]) -> int:
+    async def _reprocess(self, indexes: list[int], status_before: JobEndStatus | None) -> int:
         self._metadata("running")
         self._open_items()
         self._from_dlq = set(indexes)
         # A reprocess is a deliberate second try: the failure policy does not cut it short.
         self._policy_enabled = False
-        before = self.state.ended
         await self._run_map(indexes)
         if self._signal is not None or self._fatal:
             return await self._end_early(None)
@@ -282,7 +281,7 @@ class JobRunner:
             f"the DLQ, {still} failed and stay in it ({c.dead} in the DLQ now)."
         )
         done = phase(self.state, len(self.workflow.reduce)) == "done"
-        status: JobEndStatus = "completed" if done else (before or "interrupted")
+        status: JobEndStatus = "completed" if done else (status_before or "interrupted")
         await self._end(status, self.state.end_reason if not done else "")
         if done and len(indexes) > still:
             self.reporter.say(
@@ -749,9 +748,9 @@ def run_job(runner: JobRunner) -> int:
         return asyncio.run(runner.run())
 
 
-def run_reprocess(runner: JobRunner, indexes: list[int]) -> int:
+def run_reprocess(runner: JobRunner, indexes: list[int], status_before: JobEndStatus | None) -> int:
     with reaping():
-        return asyncio.run(runner.reprocess(indexes))
+        return asyncio.run(runner.reprocess(indexes, status_before))
 
 
 __all__ = [

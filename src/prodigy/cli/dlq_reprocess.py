@@ -87,6 +87,7 @@ def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], for
         workflow = load_job_workflow(job, Path(meta.workflow_path), meta.workflow_hash, True)
         check_claude(workflow)
         click.echo(f"Processing {len(chosen)} DLQ items...")
+        status_before = state.ended
         rounds = workflow.error_policy.retry_config.max_attempts
         journal = Journal(job.journal, contents.valid_bytes)
         journal.append_now(
@@ -109,7 +110,7 @@ def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], for
             items=len(chosen),
         )
         try:
-            return run_reprocess(runner, chosen)
+            return run_reprocess(runner, chosen, status_before)
         finally:
             events.close()
     finally:
