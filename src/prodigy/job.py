@@ -17,8 +17,8 @@ import msgspec
 from prodigy.errors import StateError
 from prodigy.events import now_iso
 from prodigy.items import WorkItem
-from prodigy.journal import JournalContents, read_journal
-from prodigy.state import JobState, counts, phase, replay
+from prodigy.journal import Journal, JournalContents, read_journal
+from prodigy.state import JobState, Record, counts, phase, replay
 from prodigy.store import JobDir, atomic_write
 
 
@@ -79,6 +79,22 @@ class ItemsFile:
 def load_state(job: JobDir, upto_version: int | None = None) -> tuple[JobState, JournalContents]:
     contents = read_journal(job.journal)
     return replay(contents.records, upto_version), contents
+
+
+def append_records(
+    job: JobDir, contents: JournalContents, records: list[Record]
+) -> tuple[JobState, JournalContents]:
+    """Durably append records outside a run (a rollback, a requeue), then rebuild the state.
+
+    `contents` is what was read before: its intact length tells where a torn tail starts.
+    """
+    journal = Journal(job.journal, contents.valid_bytes)
+    try:
+        if records:
+            journal.append_now(records)
+    finally:
+        journal.close()
+    return load_state(job)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 
 from prodigy.errors import ProdigyError
-from prodigy.job import ItemsFile, read_job_metadata
-from prodigy.journal import Journal, read_journal
+from prodigy.job import ItemsFile, append_records, read_job_metadata
+from prodigy.journal import read_journal
 from prodigy.lock import JobLock
 from prodigy.state import STATUS_NAMES, ItemStatus, Requeued, needs_manual_review, replay
 from prodigy.store import find_job
@@ -89,13 +89,8 @@ def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], for
         click.echo(f"Processing {len(chosen)} DLQ items...")
         status_before = state.ended
         rounds = workflow.error_policy.retry_config.max_attempts
-        journal = Journal(job.journal, contents.valid_bytes)
-        journal.append_now(
-            [Requeued(indexes=chosen, limits=[state.attempts[i] + rounds for i in chosen])]
-        )
-        journal.close()
-        contents = read_journal(job.journal)
-        state = replay(contents.records)
+        requeue = Requeued(indexes=chosen, limits=[state.attempts[i] + rounds for i in chosen])
+        state, contents = append_records(job, contents, [requeue])
         options = RunOptions(
             max_parallel=max_parallel or workflow.map.max_parallel, claude_bin=claude_bin()
         )

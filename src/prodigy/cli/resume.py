@@ -17,12 +17,13 @@ from prodigy.cli.common import check_claude, claude_bin, execute
 from prodigy.engine import RunOptions
 from prodigy.errors import ProdigyError, StateError
 from prodigy.events import EventLog
-from prodigy.job import read_job_metadata
-from prodigy.journal import Journal, read_journal
+from prodigy.job import append_records, read_job_metadata
+from prodigy.journal import read_journal
 from prodigy.lock import JobLock
 from prodigy.state import (
     ItemStatus,
     JobState,
+    Record,
     Requeued,
     RolledBack,
     counts,
@@ -229,23 +230,16 @@ def _resume_locked(
     _say("\n".join(said))
     if latest_damaged:
         _set_aside_corrupt(job)
-    journal = Journal(job.journal, contents.valid_bytes)
-    try:
-        if from_checkpoint is not None:
-            journal.append_now([RolledBack(to_version=from_checkpoint)])
-            events = EventLog(job.events, job.job_id)
-            events.emit(
-                "checkpoint_restored", version=from_checkpoint, new_version=state.version + 1
-            )
-            events.close()
-        if requeue or rerun_reduce:
-            journal.append_now(
-                [Requeued(indexes=requeue, limits=limits, rerun_reduce=rerun_reduce)]
-            )
-    finally:
-        journal.close()
-    contents = read_journal(job.journal)
-    state = replay(contents.records)
+    appended: list[Record] = []
+    if from_checkpoint is not None:
+        appended.append(RolledBack(to_version=from_checkpoint))
+    if requeue or rerun_reduce:
+        appended.append(Requeued(indexes=requeue, limits=limits, rerun_reduce=rerun_reduce))
+    state, contents = append_records(job, contents, appended)
+    if from_checkpoint is not None:
+        events = EventLog(job.events, job.job_id)
+        events.emit("checkpoint_restored", version=from_checkpoint, new_version=state.version)
+        events.close()
 
     configured = workflow.map.max_parallel
     parallel = max_parallel or configured
