@@ -422,3 +422,18 @@ def test_output_tail_equals_the_tail_of_the_whole_stream(
         tail.append(data[start:cut])
         start = cut
     assert tail.text() == tail_text(data, limit)
+
+
+def test_commit_required_fails_a_step_that_made_no_commit(tmp_path: Path) -> None:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "base"], cwd=tmp_path, check=True)
+    ctx = make_ctx(tmp_path)
+    idle = run(shell("echo no commit here", commit_required=True), ctx)
+    assert not idle.ok and idle.error_kind == "no_commit"
+    assert "commit_required" in (idle.error or "")
+    commit = " ".join(git) + " commit -q --allow-empty -m work"
+    made = run(shell(commit, commit_required=True), ctx)
+    assert made.ok, made.error
+    # Without the flag the same idle step is fine.
+    assert run(shell("echo no commit here"), ctx).ok

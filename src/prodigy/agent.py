@@ -35,6 +35,7 @@ def step_spec(step: Step) -> StepSpec:
             timeout=step.timeout,
             env=dict(step.env),
             working_dir=step.working_dir,
+            commit_required=step.commit_required,
         )
     return StepSpec(
         kind=step.kind,
@@ -42,6 +43,7 @@ def step_spec(step: Step) -> StepSpec:
         timeout=step.timeout,
         env=dict(step.env),
         working_dir=step.working_dir,
+        commit_required=step.commit_required,
     )
 
 

@@ -57,6 +57,7 @@ class StepSpec:
     timeout: float | None = None  # seconds
     env: Mapping[str, str] = field(default_factory=dict)
     working_dir: str | None = None  # relative to the context's cwd
+    commit_required: bool = False  # fail unless the step moved HEAD (made a commit)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,21 @@ async def run_step(step: StepSpec, ctx: StepContext) -> StepOutcome:
             "create it in an earlier step or fix working_dir",
             started,
         )
+    head_before = await _git_head(workdir) if step.commit_required else None
+    outcome = await _run_kind(step, rendered, workdir, ctx, started)
+    if step.commit_required and outcome.ok and await _git_head(workdir) == head_before:
+        return _failure(
+            "no_commit",
+            "the step created no commit, and it has commit_required: true "
+            f"(HEAD of {workdir} is still {head_before or 'unborn'})",
+            started,
+        )
+    return outcome
+
+
+async def _run_kind(
+    step: StepSpec, rendered: _Rendered, workdir: Path, ctx: StepContext, started: float
+) -> StepOutcome:
     if step.kind == "write_file":
         return await _write_file_step(step, rendered, workdir, started)
     env = {**ctx.env, **rendered.env}
@@ -152,6 +168,26 @@ async def run_step(step: StepSpec, ctx: StepContext) -> StepOutcome:
     if step.kind == "claude":
         return await _claude_step(step, rendered.command, workdir, env, ctx, started)
     assert_never(step.kind)
+
+
+async def _git_head(workdir: Path) -> str | None:
+    """The commit HEAD points to in `workdir`, or None (not a repository, or no commit yet)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "git",
+            "rev-parse",
+            "--verify",
+            "-q",
+            "HEAD",
+            cwd=workdir,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return None
+    out, _ = await proc.communicate()
+    return out.decode().strip() or None if proc.returncode == 0 else None
 
 
 # -- rendering ---------------------------------------------------------------------------------
