@@ -96,6 +96,7 @@ class RunOptions:
     claude_bin: str
     max_items: int | None = None
     preloaded_items: list[WorkItem] | None = None
+    verbose: bool = False  # a line per ended attempt
 
 
 class JobRunner:
@@ -568,6 +569,11 @@ class JobRunner:
     async def _commit_attempt(self, record: AttemptEnded, item: WorkItem) -> None:
         await self._commit(record)
         r = record.result
+        if self.options.verbose:
+            detail = "" if r.ok else f": {r.error}"
+            self.reporter.say(
+                f"{item.id} {record.outcome} (attempt {r.attempt}, {r.duration_s:.2f}s){detail}"
+            )
         if r.ok and item.index in self._from_dlq:
             self.events.emit("dlq_item_removed", item_id=item.id, attempt=r.attempt)
         if r.ok:

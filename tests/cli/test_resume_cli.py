@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Env, wait_for
+from conftest import Env, job_id_of, wait_for
 
 AGENT = """\
     - shell: >-
@@ -452,3 +452,29 @@ def test_unknown_job_is_checkpoint_not_found(w: Env) -> None:
     assert "Checkpoint not found" in result.stderr
     assert "mapreduce-20000101-000000" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_verbose_resume_prints_a_line_per_ended_attempt(world: Env) -> None:
+    world.write_json("items.json", [{"n": n} for n in range(3)])
+    world.write(
+        "wf.yaml",
+        """\
+        name: verbose
+        mode: mapreduce
+        map:
+          input: items.json
+          max_parallel: 1
+          agent_template:
+            - shell: "test ${item.n} -ne 1"
+        error_policy:
+          on_item_failure: stop
+        """,
+    )
+    first = world.run("cook", "wf.yaml")
+    assert first.returncode == 1, first.stderr
+    job_id = job_id_of(first.stdout)
+    resumed = world.run("resume-job", job_id, "--verbose")
+    # item_1 stays in the DLQ, so the finished job exits 3.
+    assert resumed.returncode == 3, resumed.stdout + resumed.stderr
+    ended = [line for line in resumed.stdout.splitlines() if "(attempt " in line]
+    assert ended == ["item_2 succeeded (attempt 1, " + ended[0].split(", ", 1)[1]]

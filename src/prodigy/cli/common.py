@@ -16,6 +16,12 @@ from prodigy.store import JobDir
 from prodigy.workflow import Workflow
 
 
+def verbose() -> bool:
+    from prodigy.cli.main import Settings
+
+    return Settings.verbose > 0
+
+
 def claude_bin() -> str:
     return os.environ.get("PRODIGY_CLAUDE_BIN") or "claude"
 

@@ -53,7 +53,7 @@ def _choose(
 def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], force: bool) -> int:
     """Run the DLQ items of JOB_ID again; successes leave the DLQ."""
     # The engine is imported here so that `prodigy dlq list` stays quick to start.
-    from prodigy.cli.common import check_claude, claude_bin, open_runner
+    from prodigy.cli.common import check_claude, claude_bin, open_runner, verbose
     from prodigy.cli.resume import load_job_workflow
     from prodigy.engine import RunOptions, run_reprocess
 
@@ -92,7 +92,9 @@ def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], for
         requeue = Requeued(indexes=chosen, limits=[state.attempts[i] + rounds for i in chosen])
         state, contents = append_records(job, contents, [requeue])
         options = RunOptions(
-            max_parallel=max_parallel or workflow.map.max_parallel, claude_bin=claude_bin()
+            max_parallel=max_parallel or workflow.map.max_parallel,
+            claude_bin=claude_bin(),
+            verbose=verbose(),
         )
         runner, events = open_runner(
             job,

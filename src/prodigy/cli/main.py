@@ -56,7 +56,9 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="More detail; -v also shows tracebacks.")
+@click.option(
+    "-v", "--verbose", count=True, help="A line per ended attempt, and tracebacks on errors."
+)
 @click.version_option(__version__, prog_name="prodigy")
 def cli(verbose: int) -> None:
     """Run MapReduce workflows of shell and Claude agents, durably and resumably."""

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from prodigy.checkpoint import read_checkpoint
-from prodigy.cli.common import check_claude, claude_bin, execute
+from prodigy.cli.common import check_claude, claude_bin, execute, verbose
 from prodigy.engine import RunOptions
 from prodigy.errors import ProdigyError, StateError
 from prodigy.events import EventLog
@@ -251,7 +251,7 @@ def _resume_locked(
         _say(f"Processing {remaining} remaining items with {max_parallel} parallel agents...")
     elif phase(state, len(workflow.reduce)) == "map":
         _say(f"Continuing with {remaining} pending items...")
-    options = RunOptions(max_parallel=parallel, claude_bin=claude_bin())
+    options = RunOptions(max_parallel=parallel, claude_bin=claude_bin(), verbose=verbose())
     return execute(
         job,
         meta,
@@ -300,7 +300,12 @@ def resume(job_id: str | None, yes: bool) -> int:
 )
 @click.option("--skip-validation", is_flag=True, help="Skip the pre-resume safety checks.")
 @click.option("--from-checkpoint", type=click.IntRange(min=0), help="Restore version N first.")
-@click.option("--verbose", "verbose_flag", is_flag=True, help="Show tracebacks on errors.")
+@click.option(
+    "--verbose",
+    "verbose_flag",
+    is_flag=True,
+    help="A line per ended attempt; tracebacks on errors.",
+)
 def resume_job(
     job_id: str,
     yes: bool,

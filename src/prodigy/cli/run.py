@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import msgspec
 
-from prodigy.cli.common import check_claude, claude_bin, execute
+from prodigy.cli.common import check_claude, claude_bin, execute, verbose
 from prodigy.display import one_line
 from prodigy.engine import RunOptions, base_environment, item_spec
 from prodigy.items import WorkItem, load_items
@@ -77,6 +77,7 @@ def cook_workflow(
         options = RunOptions(
             max_parallel=parallel,
             claude_bin=claude_bin(),
+            verbose=verbose(),
             max_items=max_items,
             preloaded_items=items,
         )
