@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 _REAPER_SCRIPT = """
 import os, signal
+os.write(1, b"ready")
 groups, pending = set(), b""
 while True:
     chunk = os.read(0, 65536)
@@ -44,12 +45,18 @@ class GroupReaper:
             self._process = subprocess.Popen(
                 [sys.executable, "-S", "-c", _REAPER_SCRIPT],
                 stdin=read_end,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
+                cwd="/",  # never pin the user's directory
             )
         finally:
             os.close(read_end)
+        # Wait until it runs in its own session: from then on, killing prodigy's process
+        # group cannot take the reaper with it.
+        assert self._process.stdout is not None
+        self._process.stdout.read(5)
+        self._process.stdout.close()
 
     def _send(self, line: str) -> None:
         # The reaper is a safety net: if it is gone, the run itself goes on.

@@ -387,7 +387,7 @@ def test_sigkill_of_process_group_mid_map_leaves_no_agent_running_on(w: Env) -> 
     run.wait()
     wait_for(
         lambda: not _processes_in(w.repo),
-        timeout=5,
+        timeout=15,
         what="the killed run's agents to end (they run on after prodigy was killed)",
     )
     release(w, *ids(2, 3))
@@ -412,7 +412,7 @@ def test_sigkill_of_process_group_mid_reduce_leaves_no_step_running_on(w: Env) -
     run.wait()
     wait_for(
         lambda: not _processes_in(w.repo),
-        timeout=5,
+        timeout=15,
         what="the killed run's reduce step to end (it runs on after prodigy was killed)",
     )
     release(w, "r2")
