@@ -168,16 +168,18 @@ class CheckpointWriter:
         self.written_version = state.version
 
     def request(self, state: JobState) -> None:
-        """Ask for a checkpoint of the current state; coalesces with a write in progress."""
-        self._wanted = snapshot(state)
+        """Ask for a checkpoint of the live state; O(1): requests made while a write is in
+        progress coalesce into one snapshot taken when the writer is free."""
+        self._wanted = state
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
         while self._wanted is not None:
-            wanted, self._wanted = self._wanted, None
-            if wanted.version == self.written_version:
+            live, self._wanted = self._wanted, None
+            if live.version == self.written_version:
                 continue
+            wanted = snapshot(live)
             started = time.monotonic()
             await asyncio.to_thread(self._write_and_report, wanted)
             # Big jobs have big checkpoint files: rest as long as the write took, so that
