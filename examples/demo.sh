@@ -4,7 +4,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-export PRODIGY_HOME="${PRODIGY_HOME:-$here/../demo-home}"
+export PRODIGY_HOME="${PRODIGY_HOME:-$(dirname "$here")/demo-home}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/prodigy-demo.XXXXXX")"
 cp -r "$here/word-count/." "$work/"
 cd "$work"
