@@ -82,7 +82,9 @@ def item_variables(ctx: AgentContext, item: WorkItem, attempt: int) -> dict[str,
     }
 
 
-class _Spend:
+class Spend:
+    """Money and tokens spent by a run of steps (claude steps report them)."""
+
     def __init__(self) -> None:
         self.cost_usd = 0.0
         self.input_tokens = 0
@@ -111,7 +113,7 @@ async def run_agent(
         claude_bin=ctx.claude_bin,
         scratch_dir=ctx.scratch_dir,
     )
-    spend = _Spend()
+    spend = Spend()
     outputs: list[str] = []
     failure: tuple[Step, StepOutcome] | None = None
     try:

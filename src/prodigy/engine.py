@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from prodigy.agent import AgentContext, Executor, LocalExecutor, step_spec
+from prodigy.agent import AgentContext, Executor, LocalExecutor, Spend, step_spec
 from prodigy.checkpoint import CheckpointWriter, JobInfo
 from prodigy.errors import (
     EXIT_FAILURE,
@@ -305,7 +305,7 @@ class JobRunner:
         first: int,
         variables: dict[str, Any],
         env: Mapping[str, str],
-        on_done: Callable[[int, dict[str, str]], Awaitable[None]],
+        on_done: Callable[[int, dict[str, str], Spend], Awaitable[None]],
         show_output: bool = False,
     ) -> str | None:
         """Run steps in order from `first`; the failure sentence, or None when all succeeded."""
@@ -320,13 +320,16 @@ class JobRunner:
                 claude_bin=self.options.claude_bin,
                 scratch_dir=self.job.scratch,
             )
+            spend = Spend()
             outcome = await self._killable_step(step, ctx)
             if outcome is None:
                 return None
+            spend.add(outcome)
             if not outcome.ok and step.on_failure is not None:
                 handler = await self._killable_step(step.on_failure, ctx)
                 if handler is None:
                     return None
+                spend.add(handler)
                 if handler.ok:
                     outcome = handler
             if not outcome.ok:
@@ -337,7 +340,7 @@ class JobRunner:
             if step.capture_output:
                 captured[step.capture_output] = outcome.stdout.strip()
                 variables.update(captured)
-            await on_done(n, captured)
+            await on_done(n, captured, spend)
         return None
 
     async def _killable_step(self, step: Step, ctx: StepContext) -> Any:
@@ -366,9 +369,13 @@ class JobRunner:
         self.events.emit("setup_started", steps=len(setup.steps))
         self.reporter.say(f"Running setup ({len(setup.steps)} steps)...")
         outputs: dict[str, str] = {}
+        spent = Spend()
 
-        async def done(n: int, captured: dict[str, str]) -> None:
+        async def done(n: int, captured: dict[str, str], spend: Spend) -> None:
             outputs.update(captured)
+            spent.cost_usd += spend.cost_usd
+            spent.input_tokens += spend.input_tokens
+            spent.output_tokens += spend.output_tokens
 
         try:
             async with asyncio.timeout(setup.timeout):
@@ -381,7 +388,14 @@ class JobRunner:
             return f"setup failed: {failure}"
         if self._stop.is_set():
             return None
-        await self._commit(SetupCompleted(outputs=outputs))
+        await self._commit(
+            SetupCompleted(
+                outputs=outputs,
+                cost_usd=spent.cost_usd,
+                input_tokens=spent.input_tokens,
+                output_tokens=spent.output_tokens,
+            )
+        )
         self.events.emit("setup_completed", outputs=sorted(outputs))
         return None
 
@@ -625,8 +639,16 @@ class JobRunner:
         env = {**self._phase_env(), "PRODIGY_MAP_RESULTS_FILE": str(results_file)}
         self.events.emit("reduce_started", steps=len(steps), first_step=self.state.reduce_done + 1)
 
-        async def done(n: int, captured: dict[str, str]) -> None:
-            await self._commit(ReduceStepCompleted(step=n, outputs=captured))
+        async def done(n: int, captured: dict[str, str], spend: Spend) -> None:
+            await self._commit(
+                ReduceStepCompleted(
+                    step=n,
+                    outputs=captured,
+                    cost_usd=spend.cost_usd,
+                    input_tokens=spend.input_tokens,
+                    output_tokens=spend.output_tokens,
+                )
+            )
             self.events.emit("reduce_step_completed", step=n + 1)
 
         failure = await self._run_steps(

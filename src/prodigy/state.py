@@ -61,8 +61,11 @@ class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):
 # ---- journal records -------------------------------------------------------------------------
 
 
-class SetupCompleted(msgspec.Struct, frozen=True, tag="setup_completed"):
+class SetupCompleted(msgspec.Struct, frozen=True, tag="setup_completed", omit_defaults=True):
     outputs: dict[str, str]
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 class ItemsFrozen(msgspec.Struct, frozen=True, tag="items_frozen"):
@@ -87,9 +90,14 @@ class Requeued(msgspec.Struct, frozen=True, tag="requeued"):
     rerun_reduce: bool = False
 
 
-class ReduceStepCompleted(msgspec.Struct, frozen=True, tag="reduce_step_completed"):
+class ReduceStepCompleted(
+    msgspec.Struct, frozen=True, tag="reduce_step_completed", omit_defaults=True
+):
     step: int
     outputs: dict[str, str]
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 class RolledBack(msgspec.Struct, frozen=True, tag="rolled_back"):
@@ -241,14 +249,13 @@ def apply_record(state: JobState, record: Record) -> None:
             # Assign, do not append blindly: a replayed record must not duplicate history.
             if not past or past[-1].attempt < result.attempt:
                 past.append(result)
-        state.cost_usd += result.cost_usd
-        state.input_tokens += result.input_tokens
-        state.output_tokens += result.output_tokens
+        _add_spend(state, result.cost_usd, result.input_tokens, result.output_tokens)
         if state.ended is not None:
             state.ended = None
     elif isinstance(record, SetupCompleted):
         state.setup_done = True
         state.setup_outputs = dict(record.outputs)
+        _add_spend(state, record.cost_usd, record.input_tokens, record.output_tokens)
     elif isinstance(record, ItemsFrozen):
         if state.item_count is None:
             state.item_count = record.count
@@ -267,11 +274,19 @@ def apply_record(state: JobState, record: Record) -> None:
     elif isinstance(record, ReduceStepCompleted):
         state.reduce_done = max(state.reduce_done, record.step + 1)
         state.reduce_outputs.update(record.outputs)
+        _add_spend(state, record.cost_usd, record.input_tokens, record.output_tokens)
     elif isinstance(record, JobEnded):
         state.ended = record.status
         state.end_reason = record.reason
     elif isinstance(record, RolledBack):
         raise ValueError("a rollback needs the records before it; use replay()")
+
+
+def _add_spend(state: JobState, cost_usd: float, input_tokens: int, output_tokens: int) -> None:
+    # Everything paid for counts: failed and retried attempts, setup and reduce steps.
+    state.cost_usd += cost_usd
+    state.input_tokens += input_tokens
+    state.output_tokens += output_tokens
 
 
 def apply(state: JobState, record: Record) -> JobState:

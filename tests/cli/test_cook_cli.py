@@ -839,6 +839,31 @@ def test_claude_cost_and_tokens_in_results_and_summary(world: Env) -> None:
     assert meta["cost"]["usd"] == pytest.approx(0.03)
 
 
+def test_claude_steps_in_setup_and_reduce_count_toward_the_job_total(world: Env) -> None:
+    world.write_json("items.json", [{"path": "a.py"}, {"path": "b.py"}])
+    result = cook(
+        world,
+        """
+        name: claude-phases
+        mode: mapreduce
+        setup:
+          - claude: "/plan the work"
+        map:
+          input: items.json
+          agent_template:
+            - claude: "/analyze '${item.path}'"
+        reduce:
+          - claude: "/summarize ${map.successful} results"
+        """,
+    )
+    assert result.returncode == 0, explain(result)
+    # Two items, one setup step and one reduce step, $0.01 and 100/20 tokens each.
+    meta = metadata(world, first_line_job_id(result))
+    assert meta["cost"]["usd"] == pytest.approx(0.04)
+    assert meta["cost"]["input_tokens"] == 400
+    assert meta["cost"]["output_tokens"] == 80
+
+
 def test_claude_is_error_fails_the_attempt_and_its_cost_still_counts(world: Env) -> None:
     world.write_json("items.json", [{"path": "fine"}, {"path": "FAIL_CLAUDE"}])
     result = cook(
