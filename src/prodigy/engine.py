@@ -147,6 +147,7 @@ class JobRunner:
         self._failed_this_run = 0
         self._from_dlq: set[int] = set()
         self._policy_enabled = True
+        self._last_checkpoint_event: int | None = None
         self._finished_this_run = 0
         self._rng = random.Random()
 
@@ -160,7 +161,11 @@ class JobRunner:
         self.job.write_metadata(metadata_document(self.meta, self.state, status, os.getpid()))
 
     def _after_checkpoint(self, state: JobState) -> None:
-        self.events.emit("checkpoint_created", version=state.version)
+        # A version is rewritten when the job ends (its status changes, not its items): one
+        # event per version is enough.
+        if state.version != self._last_checkpoint_event:
+            self._last_checkpoint_event = state.version
+            self.events.emit("checkpoint_created", version=state.version)
         self.job.write_metadata(
             metadata_document(self.meta, state, state.ended or "running", os.getpid())
         )

@@ -246,10 +246,10 @@ def _resume_locked(
     remaining = counts(state).remaining
     if from_checkpoint is not None:
         _say(f"Continuing from checkpoint v{from_checkpoint}...")
-    elif max_parallel is not None and max_parallel != configured:
+    if max_parallel is not None and max_parallel != configured:
         _say(f"Resuming job with max_parallel override: {configured} -> {max_parallel}")
         _say(f"Processing {remaining} remaining items with {max_parallel} parallel agents...")
-    elif phase(state, len(workflow.reduce)) == "map":
+    elif from_checkpoint is None and phase(state, len(workflow.reduce)) == "map":
         _say(f"Continuing with {remaining} pending items...")
     options = RunOptions(max_parallel=parallel, claude_bin=claude_bin(), verbose=verbose())
     return execute(
