@@ -24,6 +24,7 @@ from jsonpath.selectors import IndexSelector, NameSelector
 
 from prodigy.errors import InputError
 from prodigy.item_filter import FieldPath, compile_filter, field_getter, parse_field_path
+from prodigy.reaper import forget_group, watch_group
 
 # Read at call time so that tests can shorten it.
 INPUT_COMMAND_TIMEOUT_S = 300.0
@@ -174,6 +175,7 @@ def _run_command(command: str, cwd: Path, env: Mapping[str, str]) -> Any:
         raise InputError(
             f"input command `{shown}` could not be started in {cwd}: {reason}"
         ) from None
+    watch_group(process.pid)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -184,6 +186,7 @@ def _run_command(command: str, cwd: Path, env: Mapping[str, str]) -> Any:
     finally:
         if process.returncode is None:
             _kill_group(process)
+        forget_group(process.pid)
     if process.returncode != 0:
         raise _command_failed(shown, process.returncode, stderr, cwd)
     return _parse_command_output(stdout, shown)
