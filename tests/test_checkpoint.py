@@ -1,0 +1,114 @@
+"""Checkpoint files: what they hold, damage reported, background writes coalesced."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from prodigy.checkpoint import (
+    CheckpointWriter,
+    JobInfo,
+    checkpoint_document,
+    read_checkpoint,
+)
+from prodigy.errors import StateError
+from prodigy.state import (
+    Attempt,
+    AttemptEnded,
+    ItemsFrozen,
+    JobState,
+    SetupCompleted,
+    apply_record,
+    replay,
+)
+from prodigy.store import JobDir, write_checkpoint
+
+INFO = JobInfo(
+    job_id="mapreduce-20260101-000000",
+    workflow_path="/w.yaml",
+    workflow_hash="abc",
+    workflow_config={"name": "t"},
+    workdir="/repo",
+    reduce_steps=1,
+    created_at="2026-01-01T00:00:00",
+)
+
+
+def job_dir(tmp_path: Path) -> JobDir:
+    path = tmp_path / "state" / "repo" / "mapreduce" / "jobs" / INFO.job_id
+    path.mkdir(parents=True)
+    return JobDir(path)
+
+
+def ended(index: int, ok: bool, attempt: int = 1) -> AttemptEnded:
+    result = Attempt(
+        attempt=attempt, ok=ok, started_at="t", duration_s=0.1, error=None if ok else "x"
+    )
+    return AttemptEnded(index=index, outcome="succeeded" if ok else "dead", result=result)
+
+
+def test_document_says_where_the_job_stands() -> None:
+    state = replay(
+        [
+            SetupCompleted(outputs={"k": "v"}),
+            ItemsFrozen(count=3, max_attempts=2),
+            ended(0, True),
+            ended(1, False, 2),
+        ]
+    )
+    doc = checkpoint_document(state, INFO, ["a", "b", "c"])
+    assert doc["version"] == 2 and doc["phase"] == "map"
+    assert doc["counts"] == {
+        "total": 3,
+        "pending": 1,
+        "running": 0,
+        "succeeded": 1,
+        "failed_retriable": 0,
+        "dead_lettered": 1,
+        "skipped": 0,
+    }
+    assert [i["status"] for i in doc["items"]] == ["succeeded", "dead-lettered", "pending"]
+    assert doc["dlq"] == ["b"] and doc["setup"]["outputs"] == {"k": "v"}
+    assert doc["items_file"] == "items.jsonl" and doc["workflow"]["config"] == {"name": "t"}
+
+
+def test_a_damaged_latest_checkpoint_names_the_file_and_the_older_ones(tmp_path: Path) -> None:
+    job = job_dir(tmp_path)
+    for version in (1, 2, 3):
+        write_checkpoint(job, version, b'{"format": "prodigy-checkpoint/1"}', keep=3)
+    damaged = job.checkpoint(3)
+    damaged.write_bytes(damaged.read_bytes()[:10])
+    with pytest.raises(StateError) as error:
+        read_checkpoint(job)
+    assert str(damaged) in error.value.message
+    assert "v2" in (error.value.hint or "") and "v1" in (error.value.hint or "")
+    assert damaged.read_bytes() == b'{"format":'
+
+
+def test_background_writes_coalesce_and_the_last_version_is_written(tmp_path: Path) -> None:
+    job = job_dir(tmp_path)
+    written: list[int] = []
+    writer = CheckpointWriter(
+        job, INFO, ["a"] * 200, keep=3, after_write=lambda s: written.append(s.version)
+    )
+    state = JobState()
+    for record in [SetupCompleted(outputs={}), ItemsFrozen(count=200, max_attempts=1)]:
+        apply_record(state, record)
+
+    async def run() -> None:
+        for index in range(200):
+            apply_record(state, ended(index, True))
+            writer.request(state)
+            await asyncio.sleep(0)
+        await writer.flush()
+
+    asyncio.run(run())
+    assert written[-1] == 200, "the newest version is always written in the end"
+    assert len(written) < 200, "requests made while a write runs are coalesced"
+    assert written == sorted(written)
+    latest = msgspec.json.decode(job.latest.read_bytes())
+    assert latest["version"] == 200 and latest["counts"]["succeeded"] == 200
+    assert len(job.checkpoint_versions()) <= 3
