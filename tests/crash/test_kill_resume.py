@@ -689,3 +689,25 @@ def test_torn_last_journal_line_is_ignored_by_resume(w: Env) -> None:
     for line in journal.read_text().splitlines():
         json.loads(line)
     assert_reduce_once(w, 6)
+
+
+def test_second_ctrl_c_stops_running_agents_at_once(w: Env) -> None:
+    """First Ctrl-C: agents get the grace period (here 60 s); a second one kills them now."""
+    setup_job(w, items=4, max_parallel=2)
+    hold(w, *ids(0, 1))
+    run = Run(w, "cook", "wf.yml", PRODIGY_INTERRUPT_GRACE="60")
+    job = the_job(w)
+    wait_started(w, *ids(0, 1))
+    run.signal(signal.SIGINT)
+    wait_for(lambda: "Interrupt received" in run.stderr, what="the first interrupt's notice")
+    clock = time.monotonic()
+    run.signal(signal.SIGINT)
+    assert run.wait() == 130, run.stdout + run.stderr
+    assert time.monotonic() - clock < 20, "the second Ctrl-C did not cut the grace period short"
+    assert f"prodigy resume-job {job}" in run.stdout
+    wait_for(lambda: not _processes_in(w.repo), timeout=15, what="the killed agents to end")
+    release(w, *ids(0, 1))
+    result = resume(w, job)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_exactly_once(w, 4)
+    assert_reduce_once(w, 4)
