@@ -251,7 +251,8 @@ class JobRunner:
             self._open_items()
         has_setup = self.workflow.setup is not None and bool(self.workflow.setup.steps)
         frozen_or_setup = self.state.item_count is not None or has_setup
-        if frozen_or_setup and self.writer.written_version != self.state.version:
+        if frozen_or_setup:
+            # Also when the version is unchanged: a resume may have requeued items since.
             self._save_checkpoint_now()
         if not self.state.setup_done:
             failure = await self._run_setup()

@@ -478,3 +478,44 @@ def test_verbose_resume_prints_a_line_per_ended_attempt(world: Env) -> None:
     assert resumed.returncode == 3, resumed.stdout + resumed.stderr
     ended = [line for line in resumed.stdout.splitlines() if "(attempt " in line]
     assert ended == ["item_2 succeeded (attempt 1, " + ended[0].split(", ", 1)[1]]
+
+
+def test_a_forced_resume_killed_before_any_attempt_ends_resumes_cleanly(world: Env) -> None:
+    """`--force` requeues DLQ items without a new version; a crash right after must not make
+    the next resume see an inconsistent checkpoint."""
+    world.write_json("items.json", [{"n": n} for n in range(3)])
+    world.write(
+        "wf.yaml",
+        """\
+        name: forced
+        mode: mapreduce
+        map:
+          input: items.json
+          agent_template:
+            - shell: "test ${item.n} -ne 1 || sh wait.sh ${attempt}"
+        reduce:
+          - shell: "echo ${map.successful}/${map.total} >> reduce.log"
+        """,
+    )
+    world.write(
+        "wait.sh",
+        """\
+        touch "started-$1"
+        while [ -e hold ]; do sleep 0.05; done
+        test -e fixed
+        """,
+    )
+    first = world.run("cook", "wf.yaml")
+    assert first.returncode == 3, first.stdout + first.stderr
+    job_id = job_id_of(first.stdout)
+    (world.repo / "hold").touch()
+    (world.repo / "fixed").touch()
+    forced = world.popen("resume-job", job_id, "--force")
+    wait_for(lambda: (world.repo / "started-2").exists(), what="the forced retry to start")
+    os.killpg(forced.pid, signal.SIGKILL)
+    forced.wait(timeout=30)
+    (world.repo / "hold").unlink()
+    again = world.run("resume-job", job_id)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "inconsistent" not in again.stderr
+    assert (world.repo / "reduce.log").read_text().splitlines()[-1] == "3/3"
