@@ -519,3 +519,43 @@ def test_a_forced_resume_killed_before_any_attempt_ends_resumes_cleanly(world: E
     assert again.returncode == 0, again.stdout + again.stderr
     assert "inconsistent" not in again.stderr
     assert (world.repo / "reduce.log").read_text().splitlines()[-1] == "3/3"
+
+
+def test_a_crash_between_freezing_items_and_the_next_checkpoint_resumes_cleanly(
+    world: Env,
+) -> None:
+    """The first v0 file is written before setup (no items yet); a crash right after the items
+    are frozen leaves that file as latest, which is not an inconsistency."""
+    world.write_json("items.json", [{"n": n} for n in range(3)])
+    world.write(
+        "wf.yaml",
+        """\
+        name: frozen
+        mode: mapreduce
+        setup:
+          - shell: "echo setup >> setup.log"
+        map:
+          input: items.json
+          agent_template:
+            - shell: "echo ${item_id} >> runs.log"
+        """,
+    )
+    first = world.run("cook", "wf.yaml")
+    assert first.returncode == 0, first.stdout + first.stderr
+    job_id = job_id_of(first.stdout)
+    job = world.job_dir(job_id)
+    # Rebuild the crash state: journal up to items_frozen, latest = the pre-setup v0 file.
+    journal = (job / "journal.jsonl").read_text().splitlines()
+    (job / "journal.jsonl").write_text("\n".join(journal[:2]) + "\n")
+    doc = json.loads((job / "latest.json").read_text())
+    doc.update(version=0, phase="setup", items=[], dlq=[])
+    doc["counts"] = dict.fromkeys(doc["counts"], 0)
+    for stale in job.glob("checkpoint-v*.json"):
+        stale.unlink()
+    (job / "checkpoint-v0.json").write_text(json.dumps(doc))
+    (job / "latest.json").unlink()
+    (job / "latest.json").symlink_to("checkpoint-v0.json")
+    (world.repo / "runs.log").unlink()
+    again = world.run("resume-job", job_id)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sorted((world.repo / "runs.log").read_text().split()) == ["item_0", "item_1", "item_2"]
