@@ -779,11 +779,20 @@ def map_results(state: JobState, ids: Sequence[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _pidfd_works() -> bool:
+    """pidfd_open exists in the os module but needs Linux 5.3+ at run time."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 def _event_loop_policy_for_agents() -> None:
     """On Python 3.11 asyncio waits for each child on a thread of its own; a pidfd watcher
     waits in the event loop instead, which matters at hundreds of agents a second. (3.12+
     does this by itself.)"""
-    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+    if sys.version_info < (3, 12) and _pidfd_works():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
