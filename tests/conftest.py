@@ -121,3 +121,46 @@ def world(tmp_path: Path) -> Iterator[Env]:
     }
     env.pop("PRODIGY_ITEM", None)
     yield Env(home=home, repo=repo, env=env)
+
+
+# ---- shared by the kill/resume tests: held agents, logs, the one job of a test ----------
+
+
+def hold(w: Env, *names: str) -> None:
+    for name in names:
+        (w.repo / "hold" / name).touch()
+
+
+def release(w: Env, *names: str) -> None:
+    for name in names:
+        (w.repo / "hold" / name).unlink(missing_ok=True)
+
+
+def ids(*indexes: int) -> list[str]:
+    return [f"item_{n}" for n in indexes]
+
+
+def lines(w: Env, name: str) -> list[str]:
+    path = w.repo / name
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def the_job(w: Env) -> str:
+    wait_for(lambda: w.jobs_dir().is_dir() and any(w.jobs_dir().iterdir()), what="a job dir")
+    jobs = sorted(p.name for p in w.jobs_dir().iterdir())
+    assert len(jobs) == 1, jobs
+    return jobs[0]
+
+
+def events(w: Env, job: str, kind: str) -> list[dict[str, Any]]:
+    path = w.job_dir(job) / "events.jsonl"
+    found = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a line being written right now
+            if event.get("type") == kind:
+                found.append(event)
+    return found

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Env, job_id_of, wait_for
+from conftest import Env, events, hold, ids, job_id_of, lines, the_job, wait_for
 
 AGENT = """\
     - shell: >-
@@ -94,28 +94,9 @@ def retry_job(w: Env, cmds: list[str | None], delay: str) -> None:
     w.write_json("items.json", [{"cmd": c} if c is not None else {"n": 0} for c in cmds])
 
 
-def hold(w: Env, *names: str) -> None:
-    for name in names:
-        (w.repo / "hold" / name).touch()
-
-
-def release(w: Env, *names: str) -> None:
-    for name in names:
-        (w.repo / "hold" / name).unlink(missing_ok=True)
-
-
 def release_all(w: Env) -> None:
     for path in (w.repo / "hold").iterdir():
         path.unlink()
-
-
-def ids(*indexes: int) -> list[str]:
-    return [f"item_{n}" for n in indexes]
-
-
-def lines(w: Env, name: str) -> list[str]:
-    path = w.repo / name
-    return path.read_text().splitlines() if path.exists() else []
 
 
 def attempts_of(w: Env, log: str) -> dict[str, list[int]]:
@@ -129,27 +110,6 @@ def attempts_of(w: Env, log: str) -> dict[str, list[int]]:
 
 def runs(w: Env) -> Counter[str]:
     return Counter(line.split()[0] for line in lines(w, "runs.log"))
-
-
-def the_job(w: Env) -> str:
-    wait_for(lambda: w.jobs_dir().is_dir() and any(w.jobs_dir().iterdir()), what="a job dir")
-    jobs = sorted(p.name for p in w.jobs_dir().iterdir())
-    assert len(jobs) == 1, jobs
-    return jobs[0]
-
-
-def events(w: Env, job: str, kind: str) -> list[dict[str, Any]]:
-    path = w.job_dir(job) / "events.jsonl"
-    found = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue  # a line being written right now
-            if event.get("type") == kind:
-                found.append(event)
-    return found
 
 
 def recorded(w: Env, job: str, kind: str) -> set[str]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Env, line_count, wait_for
+from conftest import Env, events, hold, ids, line_count, lines, release, the_job, wait_for
 
 WORKFLOW = """\
 name: crash-test
@@ -180,48 +180,8 @@ def setup_job(w: Env, items: int, max_parallel: int = 3, sleep: float = 0.05) ->
     w.write_json("items.json", [{"n": n} for n in range(items)])
 
 
-def hold(w: Env, *names: str) -> None:
-    for name in names:
-        (w.repo / "hold" / name).touch()
-
-
-def release(w: Env, *names: str) -> None:
-    for name in names:
-        (w.repo / "hold" / name).unlink(missing_ok=True)
-
-
-def ids(*indexes: int) -> list[str]:
-    return [f"item_{n}" for n in indexes]
-
-
-def lines(w: Env, name: str) -> list[str]:
-    path = w.repo / name
-    return path.read_text().splitlines() if path.exists() else []
-
-
 def first_words(w: Env, name: str) -> list[str]:
     return [line.split()[0] for line in lines(w, name)]
-
-
-def the_job(w: Env) -> str:
-    wait_for(lambda: w.jobs_dir().is_dir() and any(w.jobs_dir().iterdir()), what="a job dir")
-    jobs = sorted(p.name for p in w.jobs_dir().iterdir())
-    assert len(jobs) == 1, jobs
-    return jobs[0]
-
-
-def events(w: Env, job: str, kind: str) -> list[dict[str, Any]]:
-    path = w.job_dir(job) / "events.jsonl"
-    found = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue  # a line being written right now
-            if event.get("type") == kind:
-                found.append(event)
-    return found
 
 
 def completed(w: Env, job: str) -> set[str]:
