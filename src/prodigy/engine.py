@@ -42,6 +42,7 @@ from prodigy.reaper import reaping
 from prodigy.retry import backoff_delay
 from prodigy.state import (
     AttemptEnded,
+    Counts,
     ItemsFrozen,
     ItemStatus,
     JobEnded,
@@ -626,14 +627,11 @@ class JobRunner:
 
     # ---- reduce --------------------------------------------------------------------------------
 
-    def map_results(self) -> list[dict[str, Any]]:
-        assert self.items is not None
-        return map_results(self.state, self.items.ids)
-
     async def _run_reduce(self) -> str | None:
         steps = self.workflow.reduce
         c = counts(self.state)
-        results = self.map_results()
+        assert self.items is not None
+        results = map_results(self.state, self.items.ids)
         results_file = self.job.path / "map-results.json"
         results_file.write_bytes(msgspec.json.encode(results))
         variables = self._variables()
@@ -740,7 +738,7 @@ class JobRunner:
         return EXIT_OK
 
 
-def _count_fields(c: Any) -> dict[str, int]:
+def _count_fields(c: Counts) -> dict[str, int]:
     return {
         "total": c.total,
         "succeeded": c.succeeded,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal
@@ -314,10 +314,6 @@ def replay(records: Sequence[Record], upto_version: int | None = None) -> JobSta
             continue
         apply_record(state, record)
     return state
-
-
-def replay_all(records: Iterable[Record]) -> JobState:
-    return replay(list(records))
 
 
 # ---- decisions ---------------------------------------------------------------------------------

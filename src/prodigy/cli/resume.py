@@ -240,7 +240,8 @@ def _resume_locked(
         appended.append(RolledBack(to_version=from_checkpoint))
     if requeue or rerun_reduce:
         appended.append(Requeued(indexes=requeue, limits=limits, rerun_reduce=rerun_reduce))
-    state, contents = append_records(job, contents, appended)
+    if appended:
+        state, contents = append_records(job, contents, appended)
     if from_checkpoint is not None:
         events = EventLog(job.events, job.job_id)
         events.emit("checkpoint_restored", version=from_checkpoint, new_version=state.version)
