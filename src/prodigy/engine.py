@@ -57,7 +57,7 @@ from prodigy.state import (
     decide_outcome,
     phase,
 )
-from prodigy.steps import StepContext, run_step
+from prodigy.steps import StepContext, StepOutcome, run_step
 from prodigy.store import JobDir
 from prodigy.workflow import Step, Workflow
 
@@ -352,7 +352,7 @@ class JobRunner:
             await on_done(n, captured, spend)
         return None
 
-    async def _killable_step(self, step: Step, ctx: StepContext) -> Any:
+    async def _killable_step(self, step: Step, ctx: StepContext) -> StepOutcome | None:
         task = asyncio.ensure_future(run_step(step_spec(step), ctx))
         self._killable.add(task)
         try:
