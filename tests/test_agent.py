@@ -7,7 +7,8 @@ import os
 import textwrap
 from pathlib import Path
 
-from prodigy.agent import AgentContext, LocalExecutor
+from prodigy.agent import AgentSpec
+from prodigy.executors.local import LocalExecutor
 from prodigy.items import WorkItem
 from prodigy.state import Attempt
 from prodigy.workflow import Step, load_workflow
@@ -29,9 +30,9 @@ def template(tmp_path: Path, steps: str, extra: str = "") -> list[Step]:
 def attempt(
     tmp_path: Path, steps: list[Step], data: object, timeout: float | None = None
 ) -> Attempt:
-    ctx = AgentContext(
+    spec = AgentSpec(
         job_id="job-1",
-        workdir=tmp_path,
+        template=steps,
         base_env=dict(os.environ),
         variables={},
         claude_bin=str(FAKE_CLAUDE),
@@ -39,7 +40,12 @@ def attempt(
         agent_timeout=timeout,
     )
     item = WorkItem(index=4, id="item_4", data=data)
-    return asyncio.run(LocalExecutor(steps, ctx).run_attempt(item, 2))
+
+    async def run() -> Attempt:
+        async with LocalExecutor() as executor:
+            return await executor.run_attempt(spec, item, 2, tmp_path)
+
+    return asyncio.run(run())
 
 
 def test_steps_run_in_order_with_the_item_environment(tmp_path: Path) -> None:
@@ -109,5 +115,5 @@ def test_claude_spend_is_summed_over_the_steps_of_an_attempt(tmp_path: Path) -> 
     )
     result = attempt(tmp_path, steps, {"n": 1})
     assert result.ok
-    assert abs(result.cost_usd - 0.02) < 1e-9
-    assert (result.input_tokens, result.output_tokens) == (200, 40)
+    assert abs(result.spend.cost_usd - 0.02) < 1e-9
+    assert (result.spend.input_tokens, result.spend.output_tokens) == (200, 40)

@@ -91,9 +91,11 @@ def test_a_damaged_latest_checkpoint_names_the_file_and_the_older_ones(tmp_path:
 def test_background_writes_coalesce_and_the_last_version_is_written(tmp_path: Path) -> None:
     job = job_dir(tmp_path)
     written: list[int] = []
+    errors: list[BaseException] = []
     writer = CheckpointWriter(
-        job, INFO, ["a"] * 200, keep=3, after_write=lambda s: written.append(s.version)
+        job, INFO, keep=3, after_write=lambda s: written.append(s.version), on_error=errors.append
     )
+    writer.item_ids = ["a"] * 200
     state = JobState()
     for record in [SetupCompleted(outputs={}), ItemsFrozen(count=200, max_attempts=1)]:
         apply_record(state, record)
@@ -112,3 +114,4 @@ def test_background_writes_coalesce_and_the_last_version_is_written(tmp_path: Pa
     latest = msgspec.json.decode(job.latest.read_bytes())
     assert latest["version"] == 200 and latest["counts"]["succeeded"] == 200
     assert len(job.checkpoint_versions()) <= 3
+    assert errors == []

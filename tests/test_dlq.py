@@ -140,7 +140,7 @@ def test_status_phrases_name_where_an_item_stands() -> None:
         return status_phrase(ItemLookup("item_0", 0, status, attempts, limit, None))
 
     assert phrase(ItemStatus.SUCCEEDED) == "it succeeded (attempt 1)"
-    assert "waiting for a retry (attempt 1 of 3)" in phrase(ItemStatus.FAILED)
+    assert "waiting for a retry (attempt 1 of 3)" in phrase(ItemStatus.RETRIABLE)
     assert "skipped" in phrase(ItemStatus.SKIPPED)
     assert phrase(ItemStatus.PENDING, attempts=0) == "it has not run yet"
 

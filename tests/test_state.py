@@ -17,6 +17,7 @@ from prodigy.state import (
     Requeued,
     RolledBack,
     SetupCompleted,
+    Spend,
     apply,
     apply_record,
     counts,
@@ -39,7 +40,7 @@ def attempt(n: int, ok: bool, error: str | None = None, kind: str | None = None)
         error=error,
         error_kind=kind,
         signature=None if ok else error_signature(kind, error),
-        cost_usd=0.5,
+        spend=Spend(cost_usd=0.5),
     )
 
 
@@ -60,7 +61,7 @@ def test_replay_counts_and_versions() -> None:
     c = counts(state)
     assert (c.succeeded, c.dead, c.pending, c.retriable) == (1, 1, 4, 0)
     assert [a.attempt for a in state.history[1]] == [1, 2]
-    assert state.cost_usd == 1.5
+    assert state.spent.cost_usd == 1.5
 
 
 def test_state_at_version_stops_before_next_attempt() -> None:
@@ -84,7 +85,7 @@ def test_rollback_restores_earlier_version_as_a_new_version() -> None:
     assert state.status[1] == ItemStatus.PENDING
     assert state.status[2] == ItemStatus.PENDING
     # Money spent on rolled-back attempts stays spent.
-    assert state.cost_usd == 1.5
+    assert state.spent.cost_usd == 1.5
     # Versions before the rollback can still be restored exactly.
     assert counts(replay(records, 3)).succeeded == 3
 

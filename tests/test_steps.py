@@ -341,8 +341,8 @@ def test_claude_success_records_result_and_spend(tmp_path: Path, fake_claude: st
     assert out.ok, out.error
     assert out.exit_code == 0
     assert out.stdout == "analyzed: /analyze 'src/a b.py' \"quoted\" $HOME"
-    assert out.cost_usd == pytest.approx(0.01)
-    assert (out.input_tokens, out.output_tokens) == (100, 20)
+    assert out.spend.cost_usd == pytest.approx(0.01)
+    assert (out.spend.input_tokens, out.spend.output_tokens) == (100, 20)
     assert (out.cache_read_tokens, out.cache_creation_tokens) == (0, 0)
     assert out.session_id
     assert log.read_text() == "/analyze 'src/a b.py' \"quoted\" $HOME\n"
@@ -353,8 +353,8 @@ def test_claude_is_error_fails_but_keeps_spend(tmp_path: Path, fake_claude: str)
     assert not out.ok
     assert out.error_kind == "claude_error"
     assert out.error == "simulated failure"
-    assert out.cost_usd == pytest.approx(0.01)
-    assert out.input_tokens == 100
+    assert out.spend.cost_usd == pytest.approx(0.01)
+    assert out.spend.input_tokens == 100
 
 
 def test_claude_non_json_output(tmp_path: Path, fake_claude: str) -> None:
@@ -362,7 +362,7 @@ def test_claude_non_json_output(tmp_path: Path, fake_claude: str) -> None:
     assert out.error_kind == "claude_output"
     assert out.error is not None and "not a JSON result" in out.error
     assert "this is not JSON" in out.stdout
-    assert out.cost_usd == 0
+    assert out.spend.cost_usd == 0
 
 
 def test_claude_nonzero_exit(tmp_path: Path, fake_claude: str) -> None:

@@ -1,28 +1,31 @@
-"""Running one item's agent: its steps in order, with on_failure handlers and a time limit.
+"""Running a sequence of steps, and one item's agent built on it.
 
-`Executor` is the one seam where an agent runs. `LocalExecutor` runs the steps as local
-subprocesses in the job's working directory; git worktree isolation and remote executors plug
-in here with the same `run_attempt` contract.
+`run_sequence` is the one step loop: setup, reduce and every agent attempt go through it (each
+step in order, its `on_failure` handler, `capture_output`). `run_agent` wraps it for one item:
+the item's variables and environment, the agent time limit, and the `Attempt` it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
 from prodigy.events import now_iso
 from prodigy.items import WorkItem
-from prodigy.state import Attempt, error_signature
-from prodigy.steps import StepContext, StepOutcome, StepSpec, run_step
+from prodigy.state import NO_SPEND, Attempt, Spend, error_signature
+from prodigy.steps import StepContext, StepOutcome, StepSpec
 from prodigy.workflow import Step
 
 OUTPUT_TAIL = 4000  # characters of an agent's output kept with its result
+
+RunStep = Callable[[StepSpec, StepContext], Awaitable[StepOutcome]]
+AfterStep = Callable[[int, StepOutcome, dict[str, str], Spend], Awaitable[None]]
 
 
 def step_spec(step: Step) -> StepSpec:
@@ -47,12 +50,83 @@ def step_spec(step: Step) -> StepSpec:
     )
 
 
+@dataclass
+class SequenceResult:
+    """How a run of steps ended: `failure` names the failing step, None when all succeeded
+    (or when the run was told to stop before its end: see `stopped`)."""
+
+    outputs: list[str] = field(default_factory=list)  # stdout of each step that succeeded
+    captured: dict[str, str] = field(default_factory=dict)
+    spend: Spend = NO_SPEND
+    failure: tuple[int, Step, StepOutcome] | None = None
+    stopped: bool = False
+
+    def failure_sentence(self) -> str | None:
+        if self.failure is None:
+            return None
+        n, step, outcome = self.failure
+        return f"step {n + 1} ({step.text}) failed: {outcome.error}"
+
+
+async def run_sequence(
+    steps: Sequence[Step],
+    ctx: StepContext,
+    run_step: RunStep,
+    first: int = 0,
+    after_step: AfterStep | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    into: SequenceResult | None = None,
+) -> SequenceResult:
+    """Run `steps` from `first` in order until one fails; never raises for a failing step.
+
+    A step's captured output is a variable for the steps after it; `after_step` hears of each
+    step that succeeded (its index, outcome, what it captured, what it cost) before the next
+    starts.
+    `into` is filled as steps end, so a caller that cancels the run still sees what was done.
+    """
+    result = into if into is not None else SequenceResult()
+    variables = dict(ctx.variables)
+    for n in range(first, len(steps)):
+        if should_stop is not None and should_stop():
+            result.stopped = True
+            return result
+        step = steps[n]
+        here = StepContext(
+            cwd=ctx.cwd,
+            env=ctx.env,
+            variables=dict(variables),
+            claude_bin=ctx.claude_bin,
+            scratch_dir=ctx.scratch_dir,
+            output_limit=ctx.output_limit,
+        )
+        outcome = await run_step(step_spec(step), here)
+        spend = outcome.spend
+        if not outcome.ok and step.on_failure is not None:
+            handler = await run_step(step_spec(step.on_failure), here)
+            spend += handler.spend
+            if handler.ok:
+                outcome = handler
+        result.spend += spend
+        if not outcome.ok:
+            result.failure = (n, step, outcome)
+            return result
+        result.outputs.append(outcome.stdout)
+        captured: dict[str, str] = {}
+        if step.capture_output:
+            captured[step.capture_output] = outcome.stdout.strip()
+            variables.update(captured)
+            result.captured.update(captured)
+        if after_step is not None:
+            await after_step(n, outcome, captured, spend)
+    return result
+
+
 @dataclass(frozen=True)
-class AgentContext:
-    """What every agent of a job shares."""
+class AgentSpec:
+    """What every agent attempt of a job shares; plain data, so it can travel to a worker."""
 
     job_id: str
-    workdir: Path
+    template: Sequence[Step]
     base_env: Mapping[str, str]  # process env + workflow env
     variables: Mapping[str, Any]  # workflow env + setup captures
     claude_bin: str
@@ -60,10 +134,10 @@ class AgentContext:
     agent_timeout: float | None
 
 
-def item_environment(ctx: AgentContext, item: WorkItem, attempt: int) -> dict[str, str]:
+def item_environment(spec: AgentSpec, item: WorkItem, attempt: int) -> dict[str, str]:
     return {
-        **ctx.base_env,
-        "PRODIGY_JOB_ID": ctx.job_id,
+        **spec.base_env,
+        "PRODIGY_JOB_ID": spec.job_id,
         "PRODIGY_ITEM_ID": item.id,
         "PRODIGY_ITEM_INDEX": str(item.index),
         "PRODIGY_ATTEMPT": str(attempt),
@@ -71,29 +145,15 @@ def item_environment(ctx: AgentContext, item: WorkItem, attempt: int) -> dict[st
     }
 
 
-def item_variables(ctx: AgentContext, item: WorkItem, attempt: int) -> dict[str, Any]:
+def item_variables(spec: AgentSpec, item: WorkItem, attempt: int) -> dict[str, Any]:
     return {
-        **ctx.variables,
+        **spec.variables,
         "item": item.data,
         "item_index": item.index,
         "item_id": item.id,
         "attempt": attempt,
-        "job_id": ctx.job_id,
+        "job_id": spec.job_id,
     }
-
-
-class Spend:
-    """Money and tokens spent by a run of steps (claude steps report them)."""
-
-    def __init__(self) -> None:
-        self.cost_usd = 0.0
-        self.input_tokens = 0
-        self.output_tokens = 0
-
-    def add(self, outcome: StepOutcome) -> None:
-        self.cost_usd += outcome.cost_usd
-        self.input_tokens += outcome.input_tokens
-        self.output_tokens += outcome.output_tokens
 
 
 def _tail(text: str, limit: int = OUTPUT_TAIL) -> str:
@@ -101,38 +161,24 @@ def _tail(text: str, limit: int = OUTPUT_TAIL) -> str:
 
 
 async def run_agent(
-    template: Sequence[Step], item: WorkItem, attempt: int, ctx: AgentContext
+    spec: AgentSpec, item: WorkItem, attempt: int, cwd: Path, run_step: RunStep
 ) -> Attempt:
-    """Run the agent template for one item; never raises for a failing step."""
+    """Run the agent template for one item in `cwd`; never raises for a failing step."""
     started_at = now_iso()
     clock = time.monotonic()
-    step_ctx = StepContext(
-        cwd=ctx.workdir,
-        env=item_environment(ctx, item, attempt),
-        variables=item_variables(ctx, item, attempt),
-        claude_bin=ctx.claude_bin,
-        scratch_dir=ctx.scratch_dir,
+    ctx = StepContext(
+        cwd=cwd,
+        env=item_environment(spec, item, attempt),
+        variables=item_variables(spec, item, attempt),
+        claude_bin=spec.claude_bin,
+        scratch_dir=spec.scratch_dir,
     )
-    spend = Spend()
-    outputs: list[str] = []
-    failure: tuple[Step, StepOutcome] | None = None
+    done = SequenceResult()  # filled as steps end: a time limit keeps what was done and paid
     try:
-        async with asyncio.timeout(ctx.agent_timeout):
-            for step in template:
-                outcome = await run_step(step_spec(step), step_ctx)
-                spend.add(outcome)
-                if not outcome.ok and step.on_failure is not None:
-                    handler = await run_step(step_spec(step.on_failure), step_ctx)
-                    spend.add(handler)
-                    if handler.ok:
-                        outputs.append(handler.stdout)
-                        continue
-                if not outcome.ok:
-                    failure = (step, outcome)
-                    break
-                outputs.append(outcome.stdout)
+        async with asyncio.timeout(spec.agent_timeout):
+            await run_sequence(spec.template, ctx, run_step, into=done)
     except TimeoutError:
-        error = f"agent timed out after {ctx.agent_timeout:g}s (agent_timeout_secs)"
+        error = f"agent timed out after {spec.agent_timeout:g}s (agent_timeout_secs)"
         return Attempt(
             attempt=attempt,
             ok=False,
@@ -142,14 +188,13 @@ async def run_agent(
             error=error,
             error_kind="timeout",
             signature=error_signature("timeout", error),
-            output=_tail("".join(outputs)),
-            cost_usd=spend.cost_usd,
-            input_tokens=spend.input_tokens,
-            output_tokens=spend.output_tokens,
+            output=_tail("".join(done.outputs)),
+            spend=done.spend,
         )
     duration = round(time.monotonic() - clock, 3)
-    if failure is not None:
-        step, outcome = failure
+    output = "".join(done.outputs)
+    if done.failure is not None:
+        _, step, outcome = done.failure
         return Attempt(
             attempt=attempt,
             ok=False,
@@ -161,11 +206,9 @@ async def run_agent(
             error_kind=outcome.error_kind,
             signature=error_signature(outcome.error_kind, outcome.error),
             failed_step=step.text,
-            output=_tail("".join(outputs) + outcome.stdout),
+            output=_tail(output + outcome.stdout),
             stderr=_tail(outcome.stderr),
-            cost_usd=spend.cost_usd,
-            input_tokens=spend.input_tokens,
-            output_tokens=spend.output_tokens,
+            spend=done.spend,
         )
     return Attempt(
         attempt=attempt,
@@ -173,25 +216,6 @@ async def run_agent(
         started_at=started_at,
         duration_s=duration,
         exit_code=0,
-        output=_tail("".join(outputs)),
-        cost_usd=spend.cost_usd,
-        input_tokens=spend.input_tokens,
-        output_tokens=spend.output_tokens,
+        output=_tail(output),
+        spend=done.spend,
     )
-
-
-class Executor(Protocol):
-    """Where agents run. The engine calls `run_attempt` once per attempt, many concurrently."""
-
-    async def run_attempt(self, item: WorkItem, attempt: int) -> Attempt: ...
-
-
-class LocalExecutor:
-    """Agents as local subprocesses in the job's working directory (`isolation: none`)."""
-
-    def __init__(self, template: Sequence[Step], ctx: AgentContext) -> None:
-        self.template = template
-        self.ctx = ctx
-
-    async def run_attempt(self, item: WorkItem, attempt: int) -> Attempt:
-        return await run_agent(self.template, item, attempt, self.ctx)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from prodigy.errors import StateError
-from prodigy.state import STATUS_NAMES, ItemStatus, JobState, counts, phase
+from prodigy.state import STATUS_NAMES, AttemptEnded, ItemStatus, JobState, Record, counts, phase
 from prodigy.store import JobDir, write_checkpoint
 
 FORMAT = "prodigy-checkpoint/1"
@@ -36,6 +36,14 @@ class JobInfo:
     created_at: str
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A state and the items running at that moment, safe to encode on another thread."""
+
+    state: JobState
+    running: frozenset[int] = frozenset()
+
+
 def snapshot(state: JobState) -> JobState:
     """A copy safe to encode on another thread while the engine keeps mutating the original."""
     return JobState(
@@ -52,19 +60,22 @@ def snapshot(state: JobState) -> JobState:
         reduce_outputs=dict(state.reduce_outputs),
         ended=state.ended,
         end_reason=state.end_reason,
-        cost_usd=state.cost_usd,
-        input_tokens=state.input_tokens,
-        output_tokens=state.output_tokens,
+        spent=state.spent,
     )
 
 
-def checkpoint_document(state: JobState, info: JobInfo, item_ids: list[str]) -> dict[str, Any]:
+def checkpoint_document(
+    state: JobState, info: JobInfo, item_ids: list[str], running: frozenset[int] = frozenset()
+) -> dict[str, Any]:
+    """The checkpoint file's content. `running` items are shown as such; the record has them
+    pending (or retriable), which is what a resume runs them as."""
     c = counts(state)
+    running_pending = [i for i in running if state.status[i] == ItemStatus.PENDING]
     items: list[dict[str, Any]] = []
     for i, status in enumerate(state.status):
         entry: dict[str, Any] = {
             "id": item_ids[i] if i < len(item_ids) else f"#{i}",
-            "status": STATUS_NAMES[ItemStatus(status)],
+            "status": "running" if i in running else STATUS_NAMES[ItemStatus(status)],
             "attempts": state.attempts[i],
             "max_attempts": state.limits[i],
         }
@@ -90,10 +101,10 @@ def checkpoint_document(state: JobState, info: JobInfo, item_ids: list[str]) -> 
         "items_file": "items.jsonl",
         "counts": {
             "total": c.total,
-            "pending": c.pending,
-            "running": c.running,
+            "pending": c.pending - len(running_pending),
+            "running": len(running),
             "succeeded": c.succeeded,
-            "failed_retriable": c.retriable,
+            "failed_retriable": c.retriable - (len(running) - len(running_pending)),
             "dead_lettered": c.dead,
             "skipped": c.skipped,
         },
@@ -104,9 +115,9 @@ def checkpoint_document(state: JobState, info: JobInfo, item_ids: list[str]) -> 
             "outputs": state.reduce_outputs,
         },
         "cost": {
-            "usd": round(state.cost_usd, 6),
-            "input_tokens": state.input_tokens,
-            "output_tokens": state.output_tokens,
+            "usd": round(state.spent.cost_usd, 6),
+            "input_tokens": state.spent.input_tokens,
+            "output_tokens": state.spent.output_tokens,
         },
         "dlq": [item_ids[i] for i in state.indexes_with(ItemStatus.DEAD) if i < len(item_ids)],
         "items": items,
@@ -141,56 +152,99 @@ def read_checkpoint(job: JobDir, version: int | None = None) -> dict[str, Any]:
     return data
 
 
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+
+
 class CheckpointWriter:
-    """Writes checkpoint files in the background; never more than one write in flight."""
+    """Writes checkpoint files in the background; never more than one write in flight.
+
+    A write that fails (a full disk, a permission error) is never lost in a background task:
+    it raises `StateError` from `write_now`, and is handed to `on_error` from the background.
+    """
 
     def __init__(
         self,
         job: JobDir,
         info: JobInfo,
-        item_ids: list[str],
         keep: int,
-        after_write: Callable[[JobState], None] | None = None,
+        after_write: Callable[[JobState], None],
+        on_error: Callable[[BaseException], None],
     ) -> None:
-        self.after_write = after_write
         self.job = job
         self.info = info
-        self.item_ids = item_ids
         self.keep = keep
+        self.after_write = after_write
+        self.on_error = on_error
+        self.item_ids: list[str] = []
+        self.running: Callable[[], Iterable[int]] = tuple
+        self.spawn: Spawn = asyncio.ensure_future
         self.written_version = job.latest_version()
         self._task: asyncio.Task[None] | None = None
         self._wanted: JobState | None = None
 
     def write_now(self, state: JobState) -> None:
         """Synchronous write of this exact version (start, end and interruption)."""
-        doc = checkpoint_document(state, self.info, self.item_ids)
-        write_checkpoint(self.job, state.version, encode_checkpoint(doc), self.keep)
-        self.written_version = state.version
+        self._write(Snapshot(state, frozenset(self.running())))
+        self.after_write(state)
+
+    def _write(self, snap: Snapshot) -> None:
+        doc = checkpoint_document(snap.state, self.info, self.item_ids, snap.running)
+        try:
+            write_checkpoint(self.job, snap.state.version, encode_checkpoint(doc), self.keep)
+        except OSError as exc:
+            raise StateError(
+                f"Cannot write checkpoint v{snap.state.version} of job {self.job.job_id} in "
+                f"{self.job.path}: {exc.strerror or exc}.",
+                hint="Free some space (or fix the permissions), then resume the job: "
+                f"prodigy resume-job {self.job.job_id}",
+            ) from None
+        self.written_version = snap.state.version
+
+    def _write_and_report(self, snap: Snapshot) -> None:
+        self._write(snap)
+        self.after_write(snap.state)
 
     def request(self, state: JobState) -> None:
         """Ask for a checkpoint of the live state; O(1): requests made while a write is in
         progress coalesce into one snapshot taken when the writer is free."""
         self._wanted = state
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
+            self._task = self.spawn(self._drain())
 
     async def _drain(self) -> None:
-        while self._wanted is not None:
-            live, self._wanted = self._wanted, None
-            if live.version == self.written_version:
-                continue
-            wanted = snapshot(live)
-            started = time.monotonic()
-            await asyncio.to_thread(self._write_and_report, wanted)
-            # Big jobs have big checkpoint files: rest as long as the write took, so that
-            # materialising checkpoints never takes more than half of the coordinator's time.
-            await asyncio.sleep(time.monotonic() - started)
-
-    def _write_and_report(self, state: JobState) -> None:
-        self.write_now(state)
-        if self.after_write is not None:
-            self.after_write(state)
+        try:
+            while self._wanted is not None:
+                live, self._wanted = self._wanted, None
+                if live.version == self.written_version:
+                    continue
+                wanted = Snapshot(snapshot(live), frozenset(self.running()))
+                started = time.monotonic()
+                await asyncio.to_thread(self._write_and_report, wanted)
+                # Big jobs have big checkpoint files: rest as long as the write took, so that
+                # materialising checkpoints never takes more than half of the coordinator's time.
+                await asyncio.sleep(time.monotonic() - started)
+        except Exception as exc:
+            self._wanted = None
+            self.on_error(exc)
 
     async def flush(self) -> None:
         if self._task is not None:
-            await self._task
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class CheckpointPacer:
+    """Asks for a checkpoint every `interval` ended attempts (`checkpoint.interval_items`)."""
+
+    def __init__(self, writer: CheckpointWriter, interval: int) -> None:
+        self.writer = writer
+        self.interval = interval
+
+    def recorded(self, record: Record, state: JobState) -> None:
+        if not isinstance(record, AttemptEnded):
+            return
+        written = self.writer.written_version
+        if written is None or state.version - written >= self.interval:
+            self.writer.request(state)
+
+    def duplicate(self, record: AttemptEnded, state: JobState) -> None:
+        return None

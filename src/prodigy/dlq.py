@@ -223,7 +223,7 @@ def status_phrase(found: ItemLookup) -> str:
     """Where an item stands, as a clause for a sentence ("it succeeded")."""
     if found.status == ItemStatus.SUCCEEDED:
         return f"it succeeded (attempt {found.attempt_count})"
-    if found.status == ItemStatus.FAILED:
+    if found.status == ItemStatus.RETRIABLE:
         return (
             f"it failed and is waiting for a retry (attempt {found.attempt_count} of "
             f"{found.attempt_limit})"

@@ -11,11 +11,11 @@ import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import msgspec
 
-EVENT_TYPES = (
+EventType = Literal[
     "job_started",
     "job_resumed",
     "setup_started",
@@ -25,8 +25,10 @@ EVENT_TYPES = (
     "agent_completed",
     "agent_failed",
     "agent_retrying",
+    "duplicate_result",
     "dlq_item_added",
     "dlq_item_removed",
+    "dlq_reprocess_started",
     "checkpoint_created",
     "reduce_started",
     "reduce_step_completed",
@@ -36,7 +38,8 @@ EVENT_TYPES = (
     "job_stopped",
     "job_interrupted",
     "checkpoint_restored",
-)
+]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 END_EVENTS = frozenset({"job_completed", "job_failed", "job_stopped", "job_interrupted"})
 
 _encoder = msgspec.json.Encoder()
@@ -52,7 +55,7 @@ class EventLog:
         self.job_id = job_id
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
-    def emit(self, type_: str, **fields: Any) -> None:
+    def emit(self, type_: EventType, **fields: Any) -> None:
         event = {"ts": now_iso(), "type": type_, "job_id": self.job_id}
         event.update({k: v for k, v in fields.items() if v is not None})
         os.write(self._fd, _encoder.encode(event) + b"\n")

@@ -132,12 +132,12 @@ def metadata_document(
             "succeeded": c.succeeded,
             "failed": c.failed,
             "dead_lettered": c.dead,
-            "pending": c.pending + c.running + c.retriable,
+            "pending": c.remaining,
         },
         "cost": {
-            "usd": round(state.cost_usd, 6),
-            "input_tokens": state.input_tokens,
-            "output_tokens": state.output_tokens,
+            "usd": round(state.spent.cost_usd, 6),
+            "input_tokens": state.spent.input_tokens,
+            "output_tokens": state.spent.output_tokens,
         },
     }
 

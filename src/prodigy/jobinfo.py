@@ -183,7 +183,7 @@ def _int(value: object) -> int:
 def _counts_from_metadata(meta: dict[str, Any]) -> Counts:
     stored = meta.get("counts")
     if not isinstance(stored, dict):
-        return Counts(0, 0, 0, 0, 0, 0, 0)
+        return Counts(0, 0, 0, 0, 0, 0)
     failed = _int(stored.get("failed"))
     dead = _int(stored.get("dead_lettered"))
     # metadata folds retriable items into both "failed" and "pending"; split them back out.
@@ -191,7 +191,6 @@ def _counts_from_metadata(meta: dict[str, Any]) -> Counts:
     return Counts(
         total=_int(stored.get("total")),
         pending=max(0, _int(stored.get("pending")) - retriable),
-        running=0,
         succeeded=_int(stored.get("succeeded")),
         retriable=retriable,
         dead=dead,
@@ -242,7 +241,7 @@ def summarize(job: JobDir, replay_journal: bool = True) -> JobSummary:
         job_counts = counts(state)
         source = "journal"
         job_phase: str = phase(state, _int(meta.get("reduce_steps")))
-        cost = (state.cost_usd, state.input_tokens, state.output_tokens)
+        cost = (state.spent.cost_usd, state.spent.input_tokens, state.spent.output_tokens)
         version: int | None = state.version
     else:
         job_counts = _counts_from_metadata(meta)

@@ -20,22 +20,44 @@ import msgspec
 
 
 class ItemStatus(IntEnum):
+    """Where an item stands in the record. "Running" is not here: it exists only in the
+    scheduler, and an item running at a crash is simply still pending (or retriable)."""
+
     PENDING = 0
-    RUNNING = 1  # only ever in memory: a crash turns it back into PENDING
     SUCCEEDED = 2
-    FAILED = 3  # failed with attempts left: retriable
-    DEAD = 4  # in the dead letter queue
+    RETRIABLE = 3  # its last attempt failed and it has attempts left
+    DEAD = 4  # failed for good: in the dead letter queue
     SKIPPED = 5  # failed for good under `on_item_failure: skip`
 
 
 STATUS_NAMES = {
     ItemStatus.PENDING: "pending",
-    ItemStatus.RUNNING: "running",
     ItemStatus.SUCCEEDED: "succeeded",
-    ItemStatus.FAILED: "failed-retriable",
+    ItemStatus.RETRIABLE: "failed-retriable",
     ItemStatus.DEAD: "dead-lettered",
     ItemStatus.SKIPPED: "skipped",
 }
+
+
+class Spend(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Money and tokens paid for (Claude steps report them); sums with `+`."""
+
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(
+            self.cost_usd + other.cost_usd,
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.cost_usd or self.input_tokens or self.output_tokens)
+
+
+NO_SPEND = Spend()
 
 
 class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -53,9 +75,7 @@ class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):
     failed_step: str | None = None
     output: str = ""
     stderr: str = ""
-    cost_usd: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
+    spend: Spend = NO_SPEND
 
 
 # ---- journal records -------------------------------------------------------------------------
@@ -63,9 +83,7 @@ class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class SetupCompleted(msgspec.Struct, frozen=True, tag="setup_completed", omit_defaults=True):
     outputs: dict[str, str]
-    cost_usd: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
+    spend: Spend = NO_SPEND
 
 
 class ItemsFrozen(msgspec.Struct, frozen=True, tag="items_frozen"):
@@ -95,9 +113,7 @@ class ReduceStepCompleted(
 ):
     step: int
     outputs: dict[str, str]
-    cost_usd: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
+    spend: Spend = NO_SPEND
 
 
 class RolledBack(msgspec.Struct, frozen=True, tag="rolled_back"):
@@ -146,9 +162,7 @@ class JobState:
     reduce_outputs: dict[str, str] = field(default_factory=dict)
     ended: JobEndStatus | None = None
     end_reason: str = ""
-    cost_usd: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
+    spent: Spend = NO_SPEND  # everything paid for: failed attempts, setup and reduce included
 
     def copy(self) -> JobState:
         return copy.deepcopy(self)
@@ -163,24 +177,21 @@ class JobState:
     def captures(self) -> dict[str, str]:
         return {**self.setup_outputs, **self.reduce_outputs}
 
-    def item_cost(self, index: int) -> tuple[float, int, int]:
+    def item_spend(self, index: int) -> Spend:
         """Money and tokens spent on one item, failed attempts included."""
-        spent = list(self.history.get(index, ()))
+        total = NO_SPEND
+        for past in self.history.get(index, ()):
+            total += past.spend
         last = self.results.get(index)
         if last is not None and last.ok:
-            spent.append(last)
-        return (
-            sum(a.cost_usd for a in spent),
-            sum(a.input_tokens for a in spent),
-            sum(a.output_tokens for a in spent),
-        )
+            total += last.spend
+        return total
 
 
 @dataclass(frozen=True)
 class Counts:
     total: int
     pending: int
-    running: int
     succeeded: int
     retriable: int
     dead: int
@@ -188,11 +199,13 @@ class Counts:
 
     @property
     def failed(self) -> int:
+        """Items whose last attempt failed: retriable, in the DLQ or skipped. The one meaning
+        of "failed" in checkpoints, metadata, events, progress and listings."""
         return self.retriable + self.dead + self.skipped
 
     @property
     def remaining(self) -> int:
-        return self.pending + self.running + self.retriable
+        return self.pending + self.retriable
 
     @property
     def finished(self) -> int:
@@ -203,9 +216,8 @@ def counts(state: JobState) -> Counts:
     return Counts(
         total=state.item_count or 0,
         pending=state.count(ItemStatus.PENDING),
-        running=state.count(ItemStatus.RUNNING),
         succeeded=state.count(ItemStatus.SUCCEEDED),
-        retriable=state.count(ItemStatus.FAILED),
+        retriable=state.count(ItemStatus.RETRIABLE),
         dead=state.count(ItemStatus.DEAD),
         skipped=state.count(ItemStatus.SKIPPED),
     )
@@ -229,7 +241,7 @@ def phase(state: JobState, reduce_steps: int) -> Phase:
 
 _OUTCOME_STATUS: dict[str, ItemStatus] = {
     "succeeded": ItemStatus.SUCCEEDED,
-    "retry": ItemStatus.FAILED,
+    "retry": ItemStatus.RETRIABLE,
     "dead": ItemStatus.DEAD,
     "skipped": ItemStatus.SKIPPED,
 }
@@ -240,6 +252,8 @@ def apply_record(state: JobState, record: Record) -> None:
     if isinstance(record, AttemptEnded):
         i = record.index
         result = record.result
+        if is_duplicate_result(state, i):
+            return
         state.version += 1
         state.status[i] = _OUTCOME_STATUS[record.outcome]
         state.attempts[i] = result.attempt
@@ -249,13 +263,13 @@ def apply_record(state: JobState, record: Record) -> None:
             # Assign, do not append blindly: a replayed record must not duplicate history.
             if not past or past[-1].attempt < result.attempt:
                 past.append(result)
-        _add_spend(state, result.cost_usd, result.input_tokens, result.output_tokens)
+        state.spent += result.spend
         if state.ended is not None:
             state.ended = None
     elif isinstance(record, SetupCompleted):
         state.setup_done = True
         state.setup_outputs = dict(record.outputs)
-        _add_spend(state, record.cost_usd, record.input_tokens, record.output_tokens)
+        state.spent += record.spend
     elif isinstance(record, ItemsFrozen):
         if state.item_count is None:
             state.item_count = record.count
@@ -274,19 +288,12 @@ def apply_record(state: JobState, record: Record) -> None:
     elif isinstance(record, ReduceStepCompleted):
         state.reduce_done = max(state.reduce_done, record.step + 1)
         state.reduce_outputs.update(record.outputs)
-        _add_spend(state, record.cost_usd, record.input_tokens, record.output_tokens)
+        state.spent += record.spend
     elif isinstance(record, JobEnded):
         state.ended = record.status
         state.end_reason = record.reason
     elif isinstance(record, RolledBack):
         raise ValueError("a rollback needs the records before it; use replay()")
-
-
-def _add_spend(state: JobState, cost_usd: float, input_tokens: int, output_tokens: int) -> None:
-    # Everything paid for counts: failed and retried attempts, setup and reduce steps.
-    state.cost_usd += cost_usd
-    state.input_tokens += input_tokens
-    state.output_tokens += output_tokens
 
 
 def apply(state: JobState, record: Record) -> JobState:
@@ -305,9 +312,7 @@ def replay(records: Sequence[Record], upto_version: int | None = None) -> JobSta
         if isinstance(record, RolledBack):
             restored = replay(records[:position], record.to_version)
             # Money spent on rolled-back attempts was still spent.
-            restored.cost_usd = state.cost_usd
-            restored.input_tokens = state.input_tokens
-            restored.output_tokens = state.output_tokens
+            restored.spent = state.spent
             restored.version = state.version + 1
             restored.ended = None
             state = restored
@@ -317,6 +322,61 @@ def replay(records: Sequence[Record], upto_version: int | None = None) -> JobSta
 
 
 # ---- decisions ---------------------------------------------------------------------------------
+
+
+def is_duplicate_result(state: JobState, index: int) -> bool:
+    """A result for an item already recorded as succeeded changes nothing: a cluster may
+    deliver one attempt's result twice, and finished work is never redone or recounted."""
+    return state.status[index] == ItemStatus.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class FailureLimits:
+    """`error_policy`'s limits on failures within one run (SPEC-NOTES: the current run)."""
+
+    stop_on_item_failure: bool = False
+    max_failures: int | None = None
+    failure_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class RunTally:
+    """Items that ended for good in this run, and how many of them failed."""
+
+    finished: int = 0
+    failed: int = 0
+
+    def after(self, outcome: Outcome) -> RunTally:
+        if outcome == "retry":
+            return self
+        return RunTally(self.finished + 1, self.failed + (outcome in ("dead", "skipped")))
+
+
+THRESHOLD_MIN_ITEMS = 10  # a rate over fewer finished items says little
+
+
+def failure_policy_stop(
+    limits: FailureLimits, tally: RunTally, outcome: Outcome, item_id: str
+) -> str | None:
+    """Why the map phase must stop after this outcome (a sentence), or None to go on."""
+    if outcome not in ("dead", "skipped"):
+        return None
+    if limits.stop_on_item_failure and outcome == "dead":
+        return f"item {item_id} failed and error_policy.on_item_failure is stop"
+    if limits.max_failures is not None and tally.failed >= limits.max_failures:
+        return (
+            f"{tally.failed} items failed, reaching error_policy.max_failures "
+            f"({limits.max_failures})"
+        )
+    threshold = limits.failure_threshold
+    if threshold is not None and tally.finished >= THRESHOLD_MIN_ITEMS:
+        rate = tally.failed / tally.finished
+        if rate >= threshold:
+            return (
+                f"{rate:.0%} of items failed, reaching error_policy.failure_threshold "
+                f"({threshold:.0%})"
+            )
+    return None
 
 
 def decide_outcome(

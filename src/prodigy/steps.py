@@ -27,6 +27,7 @@ from prodigy.display import one_line
 from prodigy.errors import MissingVariable
 from prodigy.interpolate import render
 from prodigy.reaper import forget_group, watch_group
+from prodigy.state import NO_SPEND, Spend
 
 StepKind = Literal["shell", "claude", "write_file"]
 FileFormat = Literal["text", "json", "yaml"]
@@ -85,9 +86,7 @@ class StepOutcome:
     error_kind: str | None  # exit_code | timeout | claude_error | claude_output
     #                         | missing_variable | write_error | start_error
     duration_s: float
-    cost_usd: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
+    spend: Spend = NO_SPEND
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
     session_id: str | None = None
@@ -376,9 +375,11 @@ def _claude_spend(answer: Mapping[str, Any]) -> dict[str, Any]:
     cost = answer.get("total_cost_usd", answer.get("cost_usd"))
     session = answer.get("session_id")
     return {
-        "cost_usd": float(cost) if _is_number(cost) else 0.0,
-        "input_tokens": _count(usage.get("input_tokens")),
-        "output_tokens": _count(usage.get("output_tokens")),
+        "spend": Spend(
+            cost_usd=float(cost) if _is_number(cost) else 0.0,
+            input_tokens=_count(usage.get("input_tokens")),
+            output_tokens=_count(usage.get("output_tokens")),
+        ),
         "cache_read_tokens": _count(usage.get("cache_read_input_tokens")),
         "cache_creation_tokens": _count(usage.get("cache_creation_input_tokens")),
         "session_id": session if isinstance(session, str) else None,

@@ -242,11 +242,15 @@ def test_item_option_reprocesses_only_that_item_and_rejects_bad_ids(world: Env) 
     assert set(dlq_list(world, job_id)) == {"item_1", "item_2"}
 
     result = reprocess(world, job_id, "--item", "item_2")
-    assert result.returncode == 0, result.stdout + result.stderr
+    # SPEC §1: 3 while the job still has items in its DLQ, whichever items were chosen.
+    assert result.returncode == 3, result.stdout + result.stderr
     assert "Processing 1 DLQ items..." in result.stdout
     assert ran(world)[len(before) :] == [("item_2", 3)]
     assert set(dlq_list(world, job_id)) == {"item_1"}
     assert item_states(world, job_id)["item_2"]["status"] == "succeeded"
+    emptied = reprocess(world, job_id, "--item", "item_1")
+    assert emptied.returncode == 0, emptied.stdout + emptied.stderr
+    assert dlq_list(world, job_id) == {}
 
 
 def test_manual_review_items_are_skipped_unless_forced(world: Env) -> None:

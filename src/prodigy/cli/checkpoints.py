@@ -64,7 +64,7 @@ def _print_job_status(job: JobDir) -> None:
     click.echo(f"Job Status: {'Complete' if s.phase == 'done' else 'Incomplete'}")
     click.echo(f"- Successful: {c.succeeded}")
     click.echo(f"- Failed: {describe_failed(c)}")
-    click.echo(f"- Pending: {c.pending + c.running}")
+    click.echo(f"- Pending: {c.pending}")
     click.echo()
     click.echo("Available checkpoints:")
     files = checkpoint_files(job)

@@ -6,7 +6,7 @@ import os
 
 from prodigy.engine import JobRunner, RunOptions, run_job
 from prodigy.errors import ProdigyError
-from prodigy.events import EventLog
+from prodigy.events import EventLog, EventType
 from prodigy.job import JobMetadata
 from prodigy.journal import Journal
 from prodigy.progress import make_reporter
@@ -44,7 +44,7 @@ def execute(
     state: JobState,
     journal_valid_bytes: int | None,
     options: RunOptions,
-    first_event: str,
+    first_event: EventType,
     **event_fields: object,
 ) -> int:
     """Open the journal and events log and run the job to its end or interruption."""
@@ -64,7 +64,7 @@ def open_runner(
     state: JobState,
     journal_valid_bytes: int | None,
     options: RunOptions,
-    first_event: str,
+    first_event: EventType,
     **event_fields: object,
 ) -> tuple[JobRunner, EventLog]:
     journal = Journal(job.journal, journal_valid_bytes)

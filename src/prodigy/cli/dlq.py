@@ -36,9 +36,7 @@ _SHOWN_ATTEMPT_FIELDS = frozenset(
         "failed_step",
         "output",
         "stderr",
-        "cost_usd",
-        "input_tokens",
-        "output_tokens",
+        "spend",
     }
 )
 
@@ -90,7 +88,7 @@ def status(job_id: str) -> int:
         _print_summary(job, summarize(entries))
     else:
         click.echo(f"No items in the DLQ of job {job.job_id}.")
-    waiting = state.count(ItemStatus.FAILED)
+    waiting = state.count(ItemStatus.RETRIABLE)
     if waiting:
         click.echo(
             f"{_plural(waiting, 'more item')} failed but still have attempts left (not in the "
@@ -179,10 +177,11 @@ def _print_attempt(attempt: Attempt, of: int) -> None:
         click.echo(f"  Failed step: {attempt.failed_step}")
     kind = f" ({attempt.error_kind})" if attempt.error_kind else ""
     click.echo(f"  Error{kind}: {attempt.error or '(no message)'}")
-    if attempt.cost_usd or attempt.input_tokens or attempt.output_tokens:
+    spend = attempt.spend
+    if spend:
         click.echo(
-            f"  Cost: ${attempt.cost_usd:.4f} ({attempt.input_tokens} input / "
-            f"{attempt.output_tokens} output tokens)"
+            f"  Cost: ${spend.cost_usd:.4f} ({spend.input_tokens} input / "
+            f"{spend.output_tokens} output tokens)"
         )
     for name, value in msgspec.structs.asdict(attempt).items():
         if name not in _SHOWN_ATTEMPT_FIELDS and value not in (None, "", [], {}, False):

@@ -220,7 +220,7 @@ def _resume_locked(
                 requeue = state.indexes_with(ItemStatus.DEAD)
                 limits = _fresh_limits(state, requeue, workflow, extra_retries)
                 said.append(f"Forcing {len(requeue)} DLQ items back into the queue")
-            retriable = state.indexes_with(ItemStatus.FAILED)
+            retriable = state.indexes_with(ItemStatus.RETRIABLE)
             if extra_retries:
                 said.append(f"Resuming with {len(retriable)} retriable items")
                 said.append(f"Granting {extra_retries} additional retry attempts")

@@ -69,7 +69,7 @@ def _details(s: JobSummary) -> list[tuple[str, str]]:
         (
             "Items",
             f"{c.succeeded} succeeded, {c.failed} failed ({failed_split(c)}), "
-            f"{c.pending + c.running} pending, {c.total} total",
+            f"{c.pending} pending, {c.total} total",
         ),
         ("DLQ", f"{c.dead} item{'s' if c.dead != 1 else ''}"),
     ]

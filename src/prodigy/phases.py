@@ -1,0 +1,190 @@
+"""The phases around the map: setup, freezing the items, reduce (with `${map.results}`).
+
+Each returns the sentence saying why it failed, or None; a phase cut short by an interrupt
+returns None and records nothing for the step that did not finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from prodigy.agent import AfterStep, SequenceResult
+from prodigy.context import RunContext
+from prodigy.errors import ProdigyError
+from prodigy.items import ItemSpec, load_items
+from prodigy.job import write_items
+from prodigy.state import (
+    ItemsFrozen,
+    ItemStatus,
+    JobState,
+    ReduceStepCompleted,
+    SetupCompleted,
+    Spend,
+    counts,
+)
+from prodigy.steps import StepContext, StepOutcome
+from prodigy.workflow import Step, Workflow
+
+
+def item_spec(workflow: Workflow, max_items: int | None = None) -> ItemSpec:
+    m = workflow.map
+    limit = m.max_items
+    if max_items is not None:
+        limit = max_items if limit is None else min(limit, max_items)
+    return ItemSpec(
+        input=m.input,
+        json_path=m.json_path,
+        filter=m.filter,
+        sort_by=m.sort_by,
+        distinct=m.distinct,
+        offset=m.offset,
+        max_items=limit,
+        id_field=m.id_field,
+    )
+
+
+def base_environment(workflow: Workflow) -> dict[str, str]:
+    return {**os.environ, **workflow.env}
+
+
+async def _run_phase_steps(
+    run: RunContext,
+    steps: Sequence[Step],
+    first: int,
+    variables: dict[str, Any],
+    env: dict[str, str],
+    after_step: AfterStep | None,
+) -> SequenceResult | None:
+    """The steps on the coordinator, in the workspace root; None when killed midway."""
+    ctx = StepContext(
+        cwd=run.workspace.root,
+        env=env,
+        variables=variables,
+        claude_bin=run.options.claude_bin,
+        scratch_dir=run.job.scratch,
+    )
+    return await run.interrupts.killable(
+        run.executor.run_steps(
+            steps, ctx, first, after_step, lambda: run.interrupts.stopped, SequenceResult()
+        )
+    )
+
+
+async def run_setup(run: RunContext) -> str | None:
+    setup = run.workflow.setup
+    run.job.scratch.mkdir(exist_ok=True)
+    if setup is None or not setup.steps:
+        await run.recorder.record(SetupCompleted(outputs={}))
+        return None
+    run.events.emit("setup_started", steps=len(setup.steps))
+    run.reporter.say(f"Running setup ({len(setup.steps)} steps)...")
+
+    # Setup is recorded whole, once it has ended: a setup cut short is re-run from its start.
+    try:
+        async with asyncio.timeout(setup.timeout):
+            done = await _run_phase_steps(
+                run, setup.steps, 0, run.variables(), run.phase_env(), None
+            )
+    except TimeoutError:
+        return f"setup failed: setup timed out after {setup.timeout:g}s"
+    if done is None or done.stopped:
+        return None
+    failure = done.failure_sentence()
+    if failure is not None:
+        return f"setup failed: {failure}"
+    await run.recorder.record(SetupCompleted(outputs=done.captured, spend=done.spend))
+    return None
+
+
+async def freeze_items(run: RunContext) -> str | None:
+    """Load the items (after setup, which may have made the input) and freeze them."""
+    items = run.options.preloaded_items
+    if items is None:
+        try:
+            loaded = await asyncio.to_thread(
+                load_items,
+                item_spec(run.workflow, run.options.max_items),
+                run.workspace.root,
+                run.phase_env(),
+            )
+        except ProdigyError as exc:
+            return str(exc)
+        for warning in loaded.warnings:
+            run.reporter.warn(f"warning: {warning}")
+        items = loaded.items
+    write_items(run.job, items)
+    limit = run.workflow.error_policy.retry_config.max_attempts
+    await run.recorder.record(ItemsFrozen(count=len(items), max_attempts=limit))
+    run.open_items()
+    run.save_checkpoint()
+    return None
+
+
+async def run_reduce(run: RunContext) -> str | None:
+    steps = run.workflow.reduce
+    items = run.open_items()
+    results = map_results(run.state, items.ids)
+    results_file = run.job.path / "map-results.json"
+    results_file.write_bytes(msgspec.json.encode(results))
+    c = counts(run.state)
+    variables = run.variables()
+    variables["map"] = {
+        "successful": c.succeeded,
+        "failed": c.failed,
+        "skipped": c.skipped,
+        "total": c.total,
+        "results": results,
+    }
+    env = {**run.phase_env(), "PRODIGY_MAP_RESULTS_FILE": str(results_file)}
+    run.events.emit("reduce_started", steps=len(steps), first_step=run.state.reduce_done + 1)
+
+    async def record_step(
+        n: int, outcome: StepOutcome, captured: dict[str, str], spend: Spend
+    ) -> None:
+        # A reduce step's output is shown: a summary is what a reduce is for.
+        if outcome.stdout.strip():
+            run.reporter.say(outcome.stdout.rstrip("\n"))
+        await run.recorder.record(ReduceStepCompleted(step=n, outputs=captured, spend=spend))
+
+    done = await _run_phase_steps(run, steps, run.state.reduce_done, variables, env, record_step)
+    if done is None or done.stopped:
+        return None
+    failure = done.failure_sentence()
+    if failure is not None:
+        return f"reduce failed: {failure}"
+    run.events.emit("reduce_completed")
+    return None
+
+
+def map_results(state: JobState, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """`${map.results}`: one entry per item, in item order, failed ones included."""
+    out: list[dict[str, Any]] = []
+    for index, status in enumerate(state.status):
+        last = state.results.get(index)
+        spent = state.item_spend(index)
+        name = (
+            "succeeded"
+            if status == ItemStatus.SUCCEEDED
+            else "skipped"
+            if status == ItemStatus.SKIPPED
+            else "failed"
+        )
+        out.append(
+            {
+                "item_id": ids[index],
+                "status": name,
+                "attempts": state.attempts[index],
+                "output": last.output if last is not None else "",
+                "error": last.error if last is not None and not last.ok else None,
+                "duration_s": last.duration_s if last is not None else 0.0,
+                "cost_usd": round(spent.cost_usd, 6),
+                "input_tokens": spent.input_tokens,
+                "output_tokens": spent.output_tokens,
+            }
+        )
+    return out

@@ -1,0 +1,138 @@
+"""Recording a transition: journal append (durable), then `apply_record`, then observers.
+
+Nothing is reported before it is durable, and the events that follow from a record are
+derived from it here, in one place (`RecordEvents`). A second result for an item already
+recorded as succeeded is not recorded at all: it becomes a `duplicate_result` event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+from prodigy.events import EventLog
+from prodigy.journal import Journal
+from prodigy.progress import Reporter
+from prodigy.state import (
+    AttemptEnded,
+    JobState,
+    Record,
+    ReduceStepCompleted,
+    SetupCompleted,
+    apply_record,
+    is_duplicate_result,
+)
+
+
+class Observer(Protocol):
+    def recorded(self, record: Record, state: JobState) -> None: ...
+
+    def duplicate(self, record: AttemptEnded, state: JobState) -> None: ...
+
+
+class Recorder:
+    def __init__(self, journal: Journal, state: JobState, observers: Sequence[Observer]) -> None:
+        self.journal = journal
+        self.state = state
+        self.observers = list(observers)
+
+    async def record(self, record: Record) -> bool:
+        """Append `record` durably and fold it into the state; False if it was a duplicate."""
+        if self._duplicate(record):
+            return False
+        await self.journal.append(record)
+        # Another result for the same item may have been recorded while this one was written;
+        # replay ignores the second one too, so the state and the journal agree.
+        if self._duplicate(record):
+            return False
+        apply_record(self.state, record)
+        for observer in self.observers:
+            observer.recorded(record, self.state)
+        return True
+
+    def _duplicate(self, record: Record) -> bool:
+        if isinstance(record, AttemptEnded) and is_duplicate_result(self.state, record.index):
+            for observer in self.observers:
+                observer.duplicate(record, self.state)
+            return True
+        return False
+
+
+class RecordEvents:
+    """The events log's view of records: one place says which events a record means."""
+
+    def __init__(
+        self,
+        events: EventLog,
+        item_id: Callable[[int], str],
+        setup_steps: int,
+        from_dlq: Iterable[int] = (),
+    ) -> None:
+        self.events = events
+        self.item_id = item_id
+        self.setup_steps = setup_steps
+        self.from_dlq = set(from_dlq)
+
+    def recorded(self, record: Record, state: JobState) -> None:
+        if isinstance(record, AttemptEnded):
+            self._attempt_ended(record, state)
+        elif isinstance(record, SetupCompleted) and self.setup_steps:
+            self.events.emit("setup_completed", outputs=sorted(record.outputs))
+        elif isinstance(record, ReduceStepCompleted):
+            self.events.emit("reduce_step_completed", step=record.step + 1)
+
+    def duplicate(self, record: AttemptEnded, state: JobState) -> None:
+        self.events.emit(
+            "duplicate_result",
+            item_id=self.item_id(record.index),
+            attempt=record.result.attempt,
+            ok=record.result.ok,
+        )
+
+    def _attempt_ended(self, record: AttemptEnded, state: JobState) -> None:
+        r = record.result
+        item_id = self.item_id(record.index)
+        if r.ok:
+            if record.index in self.from_dlq:
+                self.events.emit("dlq_item_removed", item_id=item_id, attempt=r.attempt)
+            self.events.emit(
+                "agent_completed",
+                item_id=item_id,
+                attempt=r.attempt,
+                duration_s=r.duration_s,
+                cost_usd=r.spend.cost_usd or None,
+                version=state.version,
+            )
+            return
+        self.events.emit(
+            "agent_failed",
+            item_id=item_id,
+            attempt=r.attempt,
+            duration_s=r.duration_s,
+            error=r.error,
+            error_kind=r.error_kind,
+            exit_code=r.exit_code,
+            version=state.version,
+        )
+        if record.outcome == "dead":
+            self.events.emit("dlq_item_added", item_id=item_id, attempts=r.attempt, error=r.error)
+
+
+class AttemptLines:
+    """`--verbose`: a line per ended attempt."""
+
+    def __init__(self, reporter: Reporter, item_id: Callable[[int], str]) -> None:
+        self.reporter = reporter
+        self.item_id = item_id
+
+    def recorded(self, record: Record, state: JobState) -> None:
+        if isinstance(record, AttemptEnded):
+            r = record.result
+            detail = "" if r.ok else f": {r.error}"
+            self.reporter.say(
+                f"{self.item_id(record.index)} {record.outcome} "
+                f"(attempt {r.attempt}, {r.duration_s:.2f}s){detail}"
+            )
+
+    def duplicate(self, record: AttemptEnded, state: JobState) -> None:
+        return None

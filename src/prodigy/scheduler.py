@@ -1,0 +1,205 @@
+"""The map phase's scheduler: which item runs next, how many at once, when a retry is due.
+
+It owns the queue of items to run, the heap of delayed retries and the set of running
+attempts (running lives here only, never in the recorded state), capped at `max_parallel`.
+Every attempt is a task it owns and awaits. Results are recorded through the `Recorder`
+(shielded: once a result exists it is recorded even if an interrupt arrives meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prodigy.events import EventLog
+from prodigy.interrupts import Interrupts
+from prodigy.items import WorkItem
+from prodigy.progress import Reporter
+from prodigy.recorder import Recorder
+from prodigy.retry import backoff_delay
+from prodigy.state import (
+    Attempt,
+    AttemptEnded,
+    FailureLimits,
+    JobState,
+    Outcome,
+    RunTally,
+    counts,
+    decide_outcome,
+    failure_policy_stop,
+)
+from prodigy.workflow import ErrorPolicy
+
+RunAttempt = Callable[[WorkItem, int], Awaitable[Attempt]]
+
+
+class ItemSource(Protocol):
+    ids: list[str]
+
+    def get(self, index: int) -> WorkItem: ...
+
+
+@dataclass(frozen=True)
+class MapRules:
+    max_parallel: int
+    policy: ErrorPolicy
+    enforce_limits: bool = True  # a DLQ reprocess is a deliberate second try: no limits
+
+    def failure_limits(self) -> FailureLimits:
+        return FailureLimits(
+            stop_on_item_failure=self.policy.on_item_failure == "stop",
+            max_failures=self.policy.max_failures,
+            failure_threshold=self.policy.failure_threshold,
+        )
+
+
+class MapScheduler:
+    def __init__(
+        self,
+        state: JobState,
+        items: ItemSource,
+        run_attempt: RunAttempt,
+        recorder: Recorder,
+        rules: MapRules,
+        interrupts: Interrupts,
+        events: EventLog,
+        reporter: Reporter,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.state = state
+        self.items = items
+        self.run_attempt = run_attempt
+        self.recorder = recorder
+        self.rules = rules
+        self.interrupts = interrupts
+        self.events = events
+        self.reporter = reporter
+        self.rng = rng or random.Random()
+        self.queue: deque[int] = deque()
+        self.delayed: list[tuple[float, int]] = []  # (due time, index)
+        self.running: dict[asyncio.Task[Outcome | None], int] = {}
+        self.tally = RunTally()
+        self._records: set[asyncio.Task[bool]] = set()
+
+    async def run(self, indexes: Iterable[int]) -> None:
+        """Run `indexes` to a final outcome each, or until the run is stopped."""
+        self.queue.extend(indexes)
+        self.events.emit("map_started", items=len(self.queue), max_parallel=self.rules.max_parallel)
+        self.reporter.start_map(counts(self.state))
+        try:
+            await self._loop()
+        finally:
+            for task in self.running:
+                task.cancel()
+            await asyncio.gather(*self.running, return_exceptions=True)
+            self.running.clear()
+            await asyncio.gather(*self._records, return_exceptions=True)
+        self.reporter.update(counts(self.state), 0, self.state.spent.cost_usd, final=True)
+        self.reporter.close()
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.ensure_future(self.interrupts.stopping.wait())
+        killing = asyncio.ensure_future(self.interrupts.killing.wait())
+        try:
+            while True:
+                self._start_due(loop.time())
+                stopped = self.interrupts.stopped
+                if not self.running and (stopped or not (self.queue or self.delayed)):
+                    return
+                waiting: set[asyncio.Future[Any]] = set(self.running)
+                if self.interrupts.killing.is_set():
+                    for running in self.running:
+                        running.cancel()
+                else:
+                    waiting.add(killing)
+                timeout = None
+                if not stopped:
+                    waiting.add(stopping)
+                    if self.delayed:
+                        timeout = max(0.0, self.delayed[0][0] - loop.time())
+                done, _ = await asyncio.wait(
+                    waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                for finished in done:
+                    if finished in self.running:
+                        task: asyncio.Task[Outcome | None] = finished
+                        self._ended(task, self.running.pop(task), loop.time())
+                self.reporter.update(
+                    counts(self.state), len(self.running), self.state.spent.cost_usd
+                )
+        finally:
+            stopping.cancel()
+            killing.cancel()
+
+    def _start_due(self, now: float) -> None:
+        while self.delayed and self.delayed[0][0] <= now:
+            self.queue.append(heapq.heappop(self.delayed)[1])
+        while (
+            not self.interrupts.stopped
+            and self.queue
+            and len(self.running) < self.rules.max_parallel
+        ):
+            index = self.queue.popleft()
+            self.running[asyncio.ensure_future(self._attempt(index))] = index
+
+    async def _attempt(self, index: int) -> Outcome | None:
+        """One attempt of one item; its outcome, or None for a duplicate result."""
+        item = self.items.get(index)
+        attempt = self.state.attempts[index] + 1
+        self.events.emit("agent_started", item_id=item.id, attempt=attempt)
+        result = await self.run_attempt(item, attempt)
+        outcome = decide_outcome(
+            result.ok,
+            attempt,
+            self.state.limits[index],
+            self.rules.policy.on_item_failure,
+            retriable=result.error_kind != "missing_variable",
+        )
+        task = asyncio.ensure_future(
+            self.recorder.record(AttemptEnded(index=index, outcome=outcome, result=result))
+        )
+        self._records.add(task)
+        task.add_done_callback(self._records.discard)
+        recorded = await asyncio.shield(task)
+        return outcome if recorded else None
+
+    def _ended(self, task: asyncio.Task[Outcome | None], index: int, now: float) -> None:
+        if task.cancelled():
+            return  # cut short: not a failure, not counted; the item is still to run
+        exc = task.exception()
+        if exc is not None:
+            self.interrupts.fail(exc)
+            return
+        outcome = task.result()
+        if outcome is None:
+            return
+        if outcome == "retry":
+            self._retry_later(index, now)
+            return
+        self.tally = self.tally.after(outcome)
+        if self.rules.enforce_limits:
+            reason = failure_policy_stop(
+                self.rules.failure_limits(), self.tally, outcome, self.items.ids[index]
+            )
+            if reason is not None:
+                self.interrupts.stop_for_policy(reason)
+
+    def _retry_later(self, index: int, now: float) -> None:
+        retry = self.rules.policy.retry_config
+        ended = self.state.attempts[index]
+        delay = backoff_delay(
+            retry.backoff, ended, retry.initial_delay, retry.max_delay, retry.jitter, self.rng
+        )
+        heapq.heappush(self.delayed, (now + delay, index))
+        self.events.emit(
+            "agent_retrying",
+            item_id=self.items.ids[index],
+            attempt=ended + 1,
+            delay_s=round(delay, 3),
+        )
