@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import msgspec
@@ -115,3 +116,25 @@ def test_background_writes_coalesce_and_the_last_version_is_written(tmp_path: Pa
     assert latest["version"] == 200 and latest["counts"]["succeeded"] == 200
     assert len(job.checkpoint_versions()) <= 3
     assert errors == []
+
+
+def test_a_background_write_that_fails_is_reported_not_lost(tmp_path: Path) -> None:
+    job = job_dir(tmp_path)
+    errors: list[BaseException] = []
+    writer = CheckpointWriter(job, INFO, keep=3, after_write=lambda s: None, on_error=errors.append)
+    state = JobState()
+    for record in [SetupCompleted(outputs={}), ItemsFrozen(count=1, max_attempts=1)]:
+        apply_record(state, record)
+    apply_record(state, ended(0, True))
+    shutil.rmtree(job.path)  # the disk is gone from under the writer
+
+    async def run() -> None:
+        writer.request(state)
+        await writer.flush()
+
+    asyncio.run(run())
+    assert len(errors) == 1 and isinstance(errors[0], StateError)
+    message = errors[0].message
+    assert "Cannot write checkpoint v1" in message and str(job.path) in message
+    with pytest.raises(StateError):
+        writer.write_now(state)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from prodigy.state import (
     Attempt,
     AttemptEnded,
+    FailureLimits,
     ItemsFrozen,
     ItemStatus,
     JobEnded,
@@ -16,6 +17,7 @@ from prodigy.state import (
     ReduceStepCompleted,
     Requeued,
     RolledBack,
+    RunTally,
     SetupCompleted,
     Spend,
     apply,
@@ -23,6 +25,7 @@ from prodigy.state import (
     counts,
     decide_outcome,
     error_signature,
+    failure_policy_stop,
     needs_manual_review,
     phase,
     replay,
@@ -200,3 +203,32 @@ def test_rollback_to_any_version_equals_that_prefix(
     assert rolled.status == target.status
     assert rolled.attempts == target.attempts
     assert rolled.version == final.version + 1
+
+
+def test_a_second_success_for_an_item_changes_nothing() -> None:
+    records = [*HEAD, ended(0, 1, "succeeded"), ended(0, 1, "succeeded"), ended(0, 2, "dead")]
+    state = replay(records)
+    assert state.version == 1
+    assert state.status[0] == ItemStatus.SUCCEEDED and state.attempts[0] == 1
+    assert state.spent.cost_usd == 0.5, "a duplicate is not paid for twice"
+
+
+def test_failure_policy_counts_only_failures_for_good() -> None:
+    limits = FailureLimits(max_failures=2)
+    tally = RunTally().after("dead")
+    assert failure_policy_stop(limits, tally, "dead", "a") is None
+    assert tally.after("retry") == tally, "a retry has not ended the item"
+    tally = tally.after("skipped")
+    reason = failure_policy_stop(limits, tally, "skipped", "b")
+    assert reason is not None and reason.startswith("2 items failed")
+    assert failure_policy_stop(limits, tally.after("succeeded"), "succeeded", "c") is None
+
+
+def test_failure_policy_stop_on_item_failure_and_threshold() -> None:
+    stop = FailureLimits(stop_on_item_failure=True)
+    assert "item x failed" in (failure_policy_stop(stop, RunTally(1, 1), "dead", "x") or "")
+    rate = FailureLimits(failure_threshold=0.3)
+    assert failure_policy_stop(rate, RunTally(9, 9), "dead", "x") is None, "fewer than 10 done"
+    reason = failure_policy_stop(rate, RunTally(10, 3), "dead", "x")
+    assert reason is not None and "30%" in reason
+    assert failure_policy_stop(rate, RunTally(10, 2), "dead", "x") is None

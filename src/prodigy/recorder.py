@@ -35,27 +35,33 @@ class Recorder:
         self.journal = journal
         self.state = state
         self.observers = list(observers)
+        self._succeeding: set[int] = set()
 
     async def record(self, record: Record) -> bool:
         """Append `record` durably and fold it into the state; False if it was a duplicate."""
-        if self._duplicate(record):
+        if not isinstance(record, AttemptEnded):
+            await self.journal.append(record)
+            self._apply(record)
+            return True
+        index = record.index
+        if is_duplicate_result(self.state, index) or index in self._succeeding:
+            for observer in self.observers:
+                observer.duplicate(record, self.state)
             return False
-        await self.journal.append(record)
-        # Another result for the same item may have been recorded while this one was written;
-        # replay ignores the second one too, so the state and the journal agree.
-        if self._duplicate(record):
-            return False
+        # While a success is being written, another result for the item is a duplicate too.
+        if record.result.ok:
+            self._succeeding.add(index)
+        try:
+            await self.journal.append(record)
+        finally:
+            self._succeeding.discard(index)
+        self._apply(record)
+        return True
+
+    def _apply(self, record: Record) -> None:
         apply_record(self.state, record)
         for observer in self.observers:
             observer.recorded(record, self.state)
-        return True
-
-    def _duplicate(self, record: Record) -> bool:
-        if isinstance(record, AttemptEnded) and is_duplicate_result(self.state, record.index):
-            for observer in self.observers:
-                observer.duplicate(record, self.state)
-            return True
-        return False
 
 
 class RecordEvents:
