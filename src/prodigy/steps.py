@@ -330,28 +330,34 @@ async def _claude_step(
             message = f"claude printed output that is not a JSON result object: {_short(raw_out)}"
         return _failure("claude_output", message, started, done.exit_code, raw_out, err)
 
+    return _claude_outcome(answer, done.exit_code, err, ctx.output_limit, started)
+
+
+def _claude_outcome(
+    answer: Mapping[str, Any], exit_code: int | None, err: str, limit: int, started: float
+) -> StepOutcome:
+    """The outcome of a claude step that printed its JSON answer."""
     result = _as_text(answer.get("result"))
-    spend = _claude_spend(answer)
     ok = False
     if answer.get("is_error") is True:
         error_kind: str | None = "claude_error"
         reason = result if result.strip() else _as_text(answer.get("subtype")) or "unknown error"
         error: str | None = _short(reason, MESSAGE_DETAIL_CHARS)
-    elif done.exit_code != 0:
+    elif exit_code != 0:
         error_kind = "claude_output"
-        error = f"claude {_exit_phrase(done.exit_code)} although its answer reports no error"
+        error = f"claude {_exit_phrase(exit_code)} although its answer reports no error"
     else:
         ok, error_kind, error = True, None, None
     return StepOutcome(
         ok=ok,
-        exit_code=done.exit_code,
+        exit_code=exit_code,
         timed_out=False,
-        stdout=result[-ctx.output_limit :] if ctx.output_limit > 0 else "",
+        stdout=result[-limit:] if limit > 0 else "",
         stderr=err,
         error=error,
         error_kind=error_kind,
         duration_s=time.monotonic() - started,
-        **spend,
+        **_claude_spend(answer),
     )
 
 
