@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 
+from prodigy.state import Counts
+
 EVENT_TYPES = (
     "job_started",
     "job_resumed",
@@ -40,6 +42,17 @@ EVENT_TYPES = (
 END_EVENTS = frozenset({"job_completed", "job_failed", "job_stopped", "job_interrupted"})
 
 _encoder = msgspec.json.Encoder()
+
+
+def count_fields(c: Counts) -> dict[str, int]:
+    """The counts an event carries, under the same names in every event that has them."""
+    return {
+        "total": c.total,
+        "succeeded": c.succeeded,
+        "failed": c.dead + c.skipped,
+        "dead_lettered": c.dead,
+        "remaining": c.remaining,
+    }
 
 
 def now_iso() -> str:

@@ -259,6 +259,38 @@ def test_max_additional_retries_gives_exactly_n_more_attempts(w: Env) -> None:
     assert results(w)["item_0"]["attempts"] == 4
 
 
+def test_job_resumed_event_carries_the_version_and_the_counts(w: Env) -> None:
+    # item_1 lacks `cmd`, so it goes straight to the DLQ; item_2 and item_3 are held running.
+    retry_job(w, ["true", None, "true", "true"], delay="0s")
+    hold(w, "item_2-1", "item_3-1")
+    proc = w.popen("cook", "wf.yml")
+    job = the_job(w)
+    wait_for(lambda: "item_1" in recorded(w, job, "dlq_item_added"), what="item_1 in the DLQ")
+    wait_for(lambda: "item_0" in recorded(w, job, "agent_completed"), what="item_0 done")
+    wait_for(lambda: {"item_2 1", "item_3 1"} <= set(lines(w, "started.log")), what="held agents")
+    rc, out, err = interrupt(proc)
+    assert rc == 130, out + err
+    release_all(w)
+
+    result = resume(w, "resume-job", job)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Loaded checkpoint v2: 1 completed, 2 remaining, 1 in DLQ" in result.stdout
+    [resumed] = events(w, job, "job_resumed")
+    counted = {k: resumed[k] for k in ("total", "succeeded", "failed", "dead_lettered")}
+    assert counted == {"total": 4, "succeeded": 1, "failed": 1, "dead_lettered": 1}
+    assert (resumed["version"], resumed["remaining"]) == (2, 2)
+    # The same names as the other events that carry counts.
+    [completed] = events(w, job, "job_completed")
+    assert set(counted) | {"remaining"} <= set(completed)
+
+    shown = w.run("events", "show", job, "--type", "job_resumed")
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(
+        r"job_resumed +v2  1/4 succeeded, 2 remaining, 1 in DLQ  workflow=\S*wf\.yml$",
+        shown.stdout.strip(),
+    ), shown.stdout
+
+
 # ---- Example 3: parallelism override ----------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from prodigy.checkpoint import read_checkpoint
 from prodigy.cli.common import check_claude, claude_bin, execute, verbose
 from prodigy.engine import RunOptions
 from prodigy.errors import ProdigyError, StateError
-from prodigy.events import EventLog
+from prodigy.events import EventLog, count_fields
 from prodigy.job import append_records, read_job_metadata
 from prodigy.journal import read_journal
 from prodigy.lock import JobLock
@@ -267,6 +267,8 @@ def _resume_locked(
         options,
         "job_resumed",
         version=state.version,
+        # As the run starts: after any rollback or requeue above, so `remaining` is its work.
+        **count_fields(counts(state)),
     )
 
 
