@@ -414,6 +414,74 @@ def test_dlq_only_job_needs_force_which_retries_dlq_items_and_reruns_reduce(w: E
     assert item_states(w, job)["item_1"] == ("dead-lettered", 4)
 
 
+def journal(w: Env, job: str) -> list[dict[str, Any]]:
+    text = (w.job_dir(job) / "journal.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def dlq_moves(w: Env, job: str) -> list[tuple[str, str, int]]:
+    """The DLQ events in order: (type, item, attempts)."""
+    kinds = ("dlq_item_added", "dlq_item_removed")
+    return [(e["type"], e["item_id"], e["attempts"]) for e in w.events(job) if e["type"] in kinds]
+
+
+def test_force_on_a_complete_job_records_each_item_taken_out_of_the_dlq(w: Env) -> None:
+    # item_1 succeeds from its third attempt on; item_2 never does.
+    retry_job(w, ["true", "test $PRODIGY_ATTEMPT -gt 2", "exit 1"], delay="0.05s")
+    cooked = w.run("cook", "wf.yml")
+    assert cooked.returncode == 3, cooked.stdout + cooked.stderr
+    job = the_job(w)
+    before = len(w.events(job))
+
+    forced = resume(w, "resume-job", job, "--force")
+    assert forced.returncode == 3, forced.stdout + forced.stderr
+    new = w.events(job)[before:]
+    removed = [e for e in new if e["type"] == "dlq_item_removed"]
+    assert sorted((e["item_id"], e["attempts"]) for e in removed) == [("item_1", 2), ("item_2", 2)]
+    # Written once the requeue was in the journal, before the run that retries them.
+    requeued = [r for r in journal(w, job) if r["type"] == "requeued"]
+    assert [sorted(r["indexes"]) for r in requeued] == [[1, 2]]
+    [resumed] = [e for e in new if e["type"] == "job_resumed"]
+    assert max(new.index(e) for e in removed) < new.index(resumed)
+    assert (resumed["dead_lettered"], resumed["remaining"]) == (0, 2)
+    # An item's last DLQ event says whether it is in the DLQ: item_1 left it, item_2 is back.
+    last = {item: kind for kind, item, _ in dlq_moves(w, job)}
+    assert last == {"item_1": "dlq_item_removed", "item_2": "dlq_item_added"}
+    in_dlq = json.loads(w.run("dlq", "list", job, "--json").stdout)
+    assert [entry["item_id"] for entry in in_dlq] == ["item_2"]
+
+
+def test_force_on_an_unfinished_job_records_only_the_dlq_items_it_requeues(w: Env) -> None:
+    # item_0 fails once and waits 30 s for its retry (retriable, not in the DLQ); item_1 lacks
+    # `cmd` and goes to the DLQ; item_2 is held running when Ctrl-C comes.
+    retry_job(w, [FAIL_ONCE, None, "true"], delay="30s")
+    hold(w, "item_2-1")
+    proc = w.popen("cook", "wf.yml")
+    job = the_job(w)
+    wait_for(lambda: "item_0" in recorded(w, job, "agent_retrying"), what="item_0 to fail once")
+    wait_for(lambda: "item_1" in recorded(w, job, "dlq_item_added"), what="item_1 in the DLQ")
+    wait_for(lambda: "item_2 1" in lines(w, "started.log"), what="item_2 to start")
+    rc, out, err = interrupt(proc)
+    assert rc == 130, out + err
+    release_all(w)
+
+    forced = resume(w, "resume-job", job, "--force", "--max-additional-retries", "1")
+    assert forced.returncode == 3, forced.stdout + forced.stderr
+    assert "Forcing 1 DLQ items back into the queue" in forced.stdout
+    # Requeued together with the retriable item_0, but only item_1 left the DLQ.
+    requeued = [r for r in journal(w, job) if r["type"] == "requeued"]
+    assert [sorted(r["indexes"]) for r in requeued] == [[0, 1]]
+    assert dlq_moves(w, job) == [
+        ("dlq_item_added", "item_1", 1),
+        ("dlq_item_removed", "item_1", 1),
+        ("dlq_item_added", "item_1", 2),
+    ]
+    assert attempts_of(w, "runs.log") == {"item_0": [1, 2], "item_2": [1]}
+    shown = w.run("events", "show", job, "--type", "dlq_item_removed")
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"dlq_item_removed +item_1 +attempts=1$", shown.stdout.strip()), shown.stdout
+
+
 def test_failed_reduce_is_resumed_into_the_reduce_phase(w: Env) -> None:
     w.write(
         "wf.yml",

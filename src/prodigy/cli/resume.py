@@ -17,7 +17,7 @@ from prodigy.cli.common import check_claude, claude_bin, execute, verbose
 from prodigy.engine import RunOptions
 from prodigy.errors import ProdigyError, StateError
 from prodigy.events import EventLog, count_fields
-from prodigy.job import append_records, read_job_metadata
+from prodigy.job import ItemsFile, append_records, read_job_metadata
 from prodigy.journal import read_journal
 from prodigy.lock import JobLock
 from prodigy.state import (
@@ -110,6 +110,16 @@ def _fresh_limits(state: JobState, indexes: list[int], workflow: Workflow, extra
     return [state.attempts[i] + rounds for i in indexes]
 
 
+def _item_ids(job: JobDir, indexes: list[int]) -> list[str]:
+    if not indexes:
+        return []
+    items = ItemsFile(job.items)
+    try:
+        return [items.ids[i] for i in indexes]
+    finally:
+        items.close()
+
+
 def resume_job_id(
     job_id: str,
     force: bool = False,
@@ -167,6 +177,7 @@ def _resume_locked(
     said: list[str] = [f"Resuming job {job.job_id}"]
     requeue: list[int] = []
     limits: list[int] = []
+    out_of_dlq: list[int] = []
     rerun_reduce = False
     if from_checkpoint is not None:
         if not 0 <= from_checkpoint <= state.version:
@@ -192,6 +203,7 @@ def _resume_locked(
         if current == "done":
             if force:
                 requeue = dead
+                out_of_dlq = state.indexes_with(ItemStatus.DEAD)
                 limits = _fresh_limits(state, dead, workflow, extra_retries)
                 rerun_reduce = True
                 said.append(
@@ -218,6 +230,7 @@ def _resume_locked(
         else:
             if force and state.indexes_with(ItemStatus.DEAD):
                 requeue = state.indexes_with(ItemStatus.DEAD)
+                out_of_dlq = list(requeue)
                 limits = _fresh_limits(state, requeue, workflow, extra_retries)
                 said.append(f"Forcing {len(requeue)} DLQ items back into the queue")
             retriable = state.indexes_with(ItemStatus.FAILED)
@@ -232,6 +245,8 @@ def _resume_locked(
                     f"{state.reduce_done + 1} of {len(workflow.reduce)}"
                 )
 
+    # Read before anything is recorded, so a damaged items file changes nothing.
+    out_of_dlq_ids = _item_ids(job, out_of_dlq)
     _say("\n".join(said))
     if latest_damaged:
         _set_aside_corrupt(job)
@@ -242,10 +257,19 @@ def _resume_locked(
         appended.append(Requeued(indexes=requeue, limits=limits, rerun_reduce=rerun_reduce))
     if appended:
         state, contents = append_records(job, contents, appended)
-    if from_checkpoint is not None:
+    # Only now that the records are durable: the log must never report an item out of the DLQ
+    # (or a rollback) that a crash could still take back.
+    if from_checkpoint is not None or out_of_dlq:
         events = EventLog(job.events, job.job_id)
-        events.emit("checkpoint_restored", version=from_checkpoint, new_version=state.version)
-        events.close()
+        try:
+            if from_checkpoint is not None:
+                events.emit(
+                    "checkpoint_restored", version=from_checkpoint, new_version=state.version
+                )
+            for index, item_id in zip(out_of_dlq, out_of_dlq_ids, strict=True):
+                events.emit("dlq_item_removed", item_id=item_id, attempts=state.attempts[index])
+        finally:
+            events.close()
 
     configured = workflow.map.max_parallel
     parallel = max_parallel or configured
