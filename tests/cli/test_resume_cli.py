@@ -506,6 +506,82 @@ def test_failed_reduce_is_resumed_into_the_reduce_phase(w: Env) -> None:
     assert len(lines(w, "started.log")) == 4
 
 
+def _wrong_shape(case: str, real: dict[str, Any]) -> str:
+    if case == "array":
+        return "[]"
+    if case == "format only":
+        return '{"format": "prodigy-checkpoint/1"}'
+    if case == "version as text":
+        return json.dumps({**real, "version": str(real["version"])})
+    assert case == "another format"
+    return json.dumps({**real, "format": "prodigy-checkpoint/2"})
+
+
+def _one_sentence_about(stderr: str, path: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    [line] = stderr.splitlines()
+    assert line.startswith("error: ") and path in line, stderr
+
+
+@pytest.mark.parametrize(
+    ("case", "flag"),
+    [
+        ("array", "--force"),
+        ("format only", "--from-checkpoint"),
+        ("version as text", "--force"),
+        ("another format", "--from-checkpoint"),
+    ],
+)
+def test_checkpoint_of_the_wrong_shape_is_damage_like_a_truncated_one(
+    w: Env, case: str, flag: str
+) -> None:
+    plain_job(w, items=4, max_parallel=1)
+    job = interrupted_plain_job(w, 4, held=ids(2), done=ids(0, 1))
+    release_all(w)
+    target = (w.job_dir(job) / "latest.json").resolve()
+    assert target.name == "checkpoint-v2.json"
+    real = target.read_bytes()
+    target.write_bytes(real[: len(real) // 2])
+    truncated = resume(w, "resume-job", job)
+    assert truncated.returncode == 1, truncated.stdout + truncated.stderr
+
+    wrong = _wrong_shape(case, json.loads(real))
+    target.write_text(wrong)
+    refused = resume(w, "resume-job", job)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    _one_sentence_about(refused.stderr, str(target))
+
+    def detail_blanked(text: str) -> str:
+        return re.sub(r"is corrupt \(.*\); it has", "is corrupt (…); it has", text)
+
+    assert detail_blanked(refused.stderr) == detail_blanked(truncated.stderr)
+    for hint in ("v1, v0", "--from-checkpoint N", "--force"):
+        assert hint in refused.stderr, refused.stderr
+    assert target.read_text() == wrong, "the damaged checkpoint was modified"
+    assert runs(w) == Counter(ids(0, 1))
+
+    listed = w.run("checkpoints", "list", job)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "Traceback" not in listed.stderr, listed.stderr
+    assert re.search(r"^- v2 \(latest\): unreadable \(.+\)$", listed.stdout, re.M), listed.stdout
+    shown = w.run("checkpoints", "show", job)
+    assert shown.returncode == 1 and not shown.stdout, shown.stdout + shown.stderr
+    _one_sentence_about(shown.stderr, str(target))
+    for command in (("checkpoints", "list"), ("sessions", "show"), ("sessions", "show", job)):
+        other = w.run(*command)
+        assert other.returncode == 0, other.stdout + other.stderr
+        assert "Traceback" not in other.stderr, other.stderr
+
+    args = ("--force",) if flag == "--force" else ("--from-checkpoint", "1")
+    result = resume(w, "resume-job", job, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert (w.job_dir(job) / "corrupt-checkpoint-v2.json").read_text() == wrong
+    again = Counter({"item_1": 1}) if flag == "--from-checkpoint" else Counter()
+    assert runs(w) == Counter(ids(0, 1, 2, 3)) + again
+    assert lines(w, "reduce.log") == ["4/4 0"]
+
+
 def test_unknown_job_is_checkpoint_not_found(w: Env) -> None:
     result = resume(w, "resume-job", "mapreduce-20000101-000000")
     assert result.returncode == 1, result.stdout + result.stderr

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from prodigy.checkpoint import read_checkpoint
+from prodigy.checkpoint import CheckpointHead, read_checkpoint
 from prodigy.cli.common import check_claude, claude_bin, execute, verbose
 from prodigy.engine import RunOptions
 from prodigy.errors import ProdigyError, StateError
@@ -53,16 +53,16 @@ def _set_aside_corrupt(job: JobDir) -> None:
 
 
 def _check_consistency(
-    job: JobDir, checkpoint: dict[str, Any], records: list[Any], state: JobState
+    job: JobDir, checkpoint: CheckpointHead, records: list[Any], state: JobState
 ) -> None:
-    if checkpoint.get("job_id") != job.job_id:
+    if checkpoint.job_id != job.job_id:
         raise StateError(
-            f"Checkpoint {job.latest.resolve()} belongs to job {checkpoint.get('job_id')!r}, "
+            f"Checkpoint {job.latest.resolve()} belongs to job {checkpoint.job_id!r}, "
             f"not {job.job_id}.",
             hint="Pass --skip-validation to rebuild the state from the journal instead.",
         )
-    version = int(checkpoint.get("version", -1))
-    if version > state.version or version < 0:
+    version = checkpoint.version
+    if version > state.version:
         raise StateError(
             f"Checkpoint v{version} of job {job.job_id} is ahead of its journal "
             f"(v{state.version}): the state is inconsistent.",
@@ -70,13 +70,14 @@ def _check_consistency(
         )
     # Usually the checkpoint is of the newest version: no second replay needed.
     at = counts(state if version == state.version else replay(records, version))
-    stored = checkpoint.get("counts", {})
+    stored = checkpoint.counts
     # Only counts no record can change within one version: a requeue (--force, reprocess)
     # moves items out of the DLQ, and freezing the items sets the total, without a new one.
     expected = {"total": at.total, "succeeded": at.succeeded}
-    if not stored.get("total"):
+    found = {"total": stored.total, "succeeded": stored.succeeded}
+    if not stored.total:
         expected.pop("total")
-    found = {key: stored.get(key) for key in expected}
+        found.pop("total")
     if expected != found:
         raise StateError(
             f"Checkpoint v{version} of job {job.job_id} disagrees with its journal "
