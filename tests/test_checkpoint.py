@@ -13,6 +13,7 @@ from prodigy.checkpoint import (
     CheckpointWriter,
     JobInfo,
     checkpoint_document,
+    encode_checkpoint,
     read_checkpoint,
 )
 from prodigy.errors import StateError
@@ -87,6 +88,42 @@ def test_a_damaged_latest_checkpoint_names_the_file_and_the_older_ones(tmp_path:
     assert str(damaged) in error.value.message
     assert "v2" in (error.value.hint or "") and "v1" in (error.value.hint or "")
     assert damaged.read_bytes() == b'{"format":'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[]",
+        b"null",
+        b'{"format": "prodigy-checkpoint/1"}',
+        b'{"format": "prodigy-checkpoint/2", "job_id": "j", "version": 3,'
+        b' "counts": {"total": 1, "succeeded": 1}}',
+        b'{"format": "prodigy-checkpoint/1", "job_id": "j", "version": -1,'
+        b' "counts": {"total": 1, "succeeded": 1}}',
+        b'{"format": "prodigy-checkpoint/1", "job_id": "j", "version": 3, "counts": []}',
+        b'{"format": "prodigy-checkpoint/1", "job_id": 7, "version": 3,'
+        b' "counts": {"total": 1, "succeeded": 1}}',
+    ],
+)
+def test_valid_json_of_the_wrong_shape_is_damage_too(tmp_path: Path, text: bytes) -> None:
+    job = job_dir(tmp_path)
+    for version in (1, 2, 3):
+        write_checkpoint(job, version, text, keep=3)
+    with pytest.raises(StateError) as error:
+        read_checkpoint(job)
+    assert error.value.message.startswith(f"Checkpoint {job.checkpoint(3)} is corrupt (")
+    assert "v2, v1" in (error.value.hint or "") and "--force" in (error.value.hint or "")
+
+
+def test_a_written_checkpoint_reads_back(tmp_path: Path) -> None:
+    job = job_dir(tmp_path)
+    state = replay([SetupCompleted(outputs={}), ItemsFrozen(count=2, max_attempts=1)])
+    apply_record(state, ended(0, True))
+    doc = checkpoint_document(state, INFO, ["a", "b"])
+    write_checkpoint(job, state.version, encode_checkpoint(doc), keep=3)
+    head = read_checkpoint(job)
+    assert (head.job_id, head.version) == (INFO.job_id, 1)
+    assert (head.counts.total, head.counts.succeeded) == (2, 1)
 
 
 def test_background_writes_coalesce_and_the_last_version_is_written(tmp_path: Path) -> None:

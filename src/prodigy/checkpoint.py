@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -20,7 +20,36 @@ from prodigy.errors import StateError
 from prodigy.state import STATUS_NAMES, AttemptEnded, ItemStatus, JobState, Record, counts, phase
 from prodigy.store import JobDir, write_checkpoint
 
-FORMAT = "prodigy-checkpoint/1"
+CheckpointFormat = Literal["prodigy-checkpoint/1"]
+FORMAT: CheckpointFormat = "prodigy-checkpoint/1"
+
+_NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class CheckpointCounts(msgspec.Struct, frozen=True):
+    total: _NonNegative
+    succeeded: _NonNegative
+
+
+class CheckpointHead(msgspec.Struct, frozen=True):
+    """The part of a checkpoint file that resume and the listings rely on.
+
+    Decoding into it checks the shape as well as the syntax, so valid JSON of the wrong shape
+    is damage like a torn file; the items array is skipped without being built.
+    """
+
+    format: CheckpointFormat
+    job_id: str
+    version: _NonNegative
+    counts: CheckpointCounts
+
+
+_head_decoder = msgspec.json.Decoder(CheckpointHead)
+
+
+def decode_checkpoint_head(data: bytes) -> CheckpointHead:
+    """Raises msgspec.DecodeError, or its subclass msgspec.ValidationError for a wrong shape."""
+    return _head_decoder.decode(data)
 
 
 @dataclass(frozen=True)
@@ -128,14 +157,15 @@ def encode_checkpoint(document: dict[str, Any]) -> bytes:
     return msgspec.json.format(msgspec.json.encode(document), indent=1) + b"\n"
 
 
-def read_checkpoint(job: JobDir, version: int | None = None) -> dict[str, Any]:
-    """Parse one checkpoint file (the latest by default); a damaged file is a StateError."""
+def read_checkpoint(job: JobDir, version: int | None = None) -> CheckpointHead:
+    """Check one checkpoint file (the latest by default); a damaged file is a StateError."""
     path = job.latest if version is None else job.checkpoint(version)
     try:
-        data = msgspec.json.decode(path.read_bytes())
+        head = decode_checkpoint_head(path.read_bytes())
     except FileNotFoundError:
         raise StateError(f"Checkpoint not found: {path} does not exist.") from None
     except msgspec.DecodeError as exc:
+        # Also a ValidationError: valid JSON of the wrong shape is as unusable as a torn file.
         target = path.resolve()
         older = [v for v in job.checkpoint_versions() if job.checkpoint(v) != target]
         listing = ", ".join(f"v{v}" for v in older) or "none on disk"
@@ -147,9 +177,7 @@ def read_checkpoint(job: JobDir, version: int | None = None) -> dict[str, Any]:
                 "rebuild from the journal."
             ),
         ) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise StateError(f"Checkpoint {path} is not a prodigy checkpoint.")
-    return data
+    return head
 
 
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]

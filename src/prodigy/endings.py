@@ -7,18 +7,8 @@ from __future__ import annotations
 from prodigy.context import RunContext
 from prodigy.display import plural
 from prodigy.errors import EXIT_FAILURE, EXIT_ITEMS_IN_DLQ, EXIT_OK, ProdigyError
-from prodigy.state import Counts, ItemStatus, JobEnded, JobEndStatus, counts, phase
-
-
-def count_fields(c: Counts) -> dict[str, int]:
-    """The counts every job-level event carries."""
-    return {
-        "total": c.total,
-        "succeeded": c.succeeded,
-        "failed": c.failed,
-        "dead_lettered": c.dead,
-        "remaining": c.remaining,
-    }
+from prodigy.events import count_fields
+from prodigy.state import ItemStatus, JobEnded, JobEndStatus, counts, phase
 
 
 async def record_end(run: RunContext, status: JobEndStatus, reason: str = "") -> None:

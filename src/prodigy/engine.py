@@ -9,7 +9,7 @@ recorded state. Everything else lives in the modules it calls.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from prodigy import endings
@@ -76,7 +76,7 @@ class JobRunner:
     # ---- the run -------------------------------------------------------------------------------
 
     async def run(self) -> int:
-        return await self._session(self._phases, observe_dlq=())
+        return await self._session(self._phases)
 
     async def reprocess(self, indexes: list[int], status_before: JobEndStatus | None) -> int:
         """Run only `indexes` (items just taken out of the DLQ); no setup, no reduce."""
@@ -87,11 +87,11 @@ class JobRunner:
                 return await endings.end_early(self.run_ctx, None)
             return await endings.reprocessed(self.run_ctx, indexes, status_before)
 
-        return await self._session(body, observe_dlq=indexes)
+        return await self._session(body)
 
-    async def _session(self, body: Callable[[], Awaitable[int]], observe_dlq: Sequence[int]) -> int:
+    async def _session(self, body: Callable[[], Awaitable[int]]) -> int:
         run = self.run_ctx
-        run.recorder.observers = self._observers(observe_dlq)
+        run.recorder.observers = self._observers()
         error: Exception | None = None
         try:
             async with run.executor, run.workspace, asyncio.TaskGroup() as background:
@@ -111,13 +111,13 @@ class JobRunner:
             raise error
         return code
 
-    def _observers(self, from_dlq: Sequence[int]) -> list[Observer]:
+    def _observers(self) -> list[Observer]:
         run = self.run_ctx
         setup_steps = len(run.workflow.setup.steps) if run.workflow.setup else 0
         observers: list[Observer] = []
         if run.options.verbose:
             observers.append(AttemptLines(run.reporter, run.item_id))
-        observers.append(RecordEvents(run.events, run.item_id, setup_steps, from_dlq))
+        observers.append(RecordEvents(run.events, run.item_id, setup_steps))
         observers.append(CheckpointPacer(run.writer, run.workflow.checkpoint.interval_items))
         return observers
 

@@ -15,6 +15,8 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
+from prodigy.state import Counts
+
 EventType = Literal[
     "job_started",
     "job_resumed",
@@ -43,6 +45,18 @@ EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 END_EVENTS = frozenset({"job_completed", "job_failed", "job_stopped", "job_interrupted"})
 
 _encoder = msgspec.json.Encoder()
+
+
+def count_fields(c: Counts) -> dict[str, int]:
+    """The counts an event carries, under the same names in every event that has them."""
+    return {
+        "total": c.total,
+        "succeeded": c.succeeded,
+        "failed": c.failed,
+        "dead_lettered": c.dead,
+        "skipped": c.skipped,
+        "remaining": c.remaining,
+    }
 
 
 def now_iso() -> str:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from prodigy.errors import EXIT_SIGINT, EXIT_SIGTERM, ProdigyError
+from prodigy.state import Attempt
 
 T = TypeVar("T")
 
@@ -75,6 +76,12 @@ class Interrupts:
     def cut_short(self) -> bool:
         """The run ends early for a signal or an error (not for the failure policy)."""
         return self.signal is not None or self.fatal is not None
+
+    def explains(self, result: Attempt) -> bool:
+        """A step that died of the signal this run received was cut short, not failed: a
+        signal sent to prodigy's process group can reach a child in the instant between its
+        fork and its move to a process group of its own."""
+        return self.signal is not None and not result.ok and result.exit_code == 128 + self.signal
 
     def fatal_message(self) -> str | None:
         if self.fatal is None:

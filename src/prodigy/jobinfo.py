@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from prodigy.checkpoint import JobInfo, checkpoint_document
+from prodigy.checkpoint import JobInfo, checkpoint_document, decode_checkpoint_head
 from prodigy.errors import StateError
 from prodigy.job import ItemsFile, load_state, read_job_metadata
 from prodigy.lock import LockHolder, is_locked
@@ -92,25 +92,10 @@ class CheckpointFile:
     problem: str | None = None
 
 
-class _HeadCounts(msgspec.Struct):
-    total: int
-    succeeded: int
-
-
-class _CheckpointHead(msgspec.Struct):
-    format: str
-    version: int
-    counts: _HeadCounts
-
-
-# Typed decoding skips the items array without building it: cheap even for 100,000 items.
-_head_decoder = msgspec.json.Decoder(_CheckpointHead)
-
-
 def read_checkpoint_file(job: JobDir, version: int) -> CheckpointFile:
     path = job.checkpoint(version)
     try:
-        head = _head_decoder.decode(path.read_bytes())
+        head = decode_checkpoint_head(path.read_bytes())
     except FileNotFoundError:
         return CheckpointFile(version, path, problem="removed while being read")
     except OSError as exc:

@@ -7,7 +7,7 @@ recorded as succeeded is not recorded at all: it becomes a `duplicate_result` ev
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from prodigy.events import EventLog
@@ -72,12 +72,10 @@ class RecordEvents:
         events: EventLog,
         item_id: Callable[[int], str],
         setup_steps: int,
-        from_dlq: Iterable[int] = (),
     ) -> None:
         self.events = events
         self.item_id = item_id
         self.setup_steps = setup_steps
-        self.from_dlq = set(from_dlq)
 
     def recorded(self, record: Record, state: JobState) -> None:
         if isinstance(record, AttemptEnded):
@@ -99,8 +97,6 @@ class RecordEvents:
         r = record.result
         item_id = self.item_id(record.index)
         if r.ok:
-            if record.index in self.from_dlq:
-                self.events.emit("dlq_item_removed", item_id=item_id, attempt=r.attempt)
             self.events.emit(
                 "agent_completed",
                 item_id=item_id,

@@ -154,6 +154,8 @@ class MapScheduler:
         attempt = self.state.attempts[index] + 1
         self.events.emit("agent_started", item_id=item.id, attempt=attempt)
         result = await self.run_attempt(item, attempt)
+        if self.interrupts.explains(result):
+            return None  # cut short by the interrupt: not a failure, not counted
         outcome = decide_outcome(
             result.ok,
             attempt,

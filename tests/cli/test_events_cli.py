@@ -121,6 +121,21 @@ def test_readable_line_shortens_long_errors_and_shows_other_fields() -> None:
     assert line.startswith("x  job_stopped")
 
 
+def test_readable_line_sums_up_the_job_counts() -> None:
+    counts = {
+        "total": 5,
+        "succeeded": 2,
+        "failed": 2,
+        "dead_lettered": 1,
+        "skipped": 1,
+        "remaining": 1,
+    }
+    line = format_event({"ts": "x", "type": "job_stopped", **counts, "reason": "too many"})
+    assert line == "x  job_stopped      2/5 succeeded, 1 remaining, 1 in DLQ, 1 skipped  too many"
+    resumed = format_event({"ts": "x", "type": "job_resumed", "workflow": "w.yml", "version": 3})
+    assert resumed == "x  job_resumed      v3  workflow=w.yml"
+
+
 def test_display_time() -> None:
     assert display_time("2026-11-27T03:01:02.123456+00:00") == "2026-11-27 03:01:02.123"
     assert display_time("2026-11-27T03:01:02+00:00", millis=False) == "2026-11-27 03:01:02"

@@ -259,6 +259,38 @@ def test_max_additional_retries_gives_exactly_n_more_attempts(w: Env) -> None:
     assert results(w)["item_0"]["attempts"] == 4
 
 
+def test_job_resumed_event_carries_the_version_and_the_counts(w: Env) -> None:
+    # item_1 lacks `cmd`, so it goes straight to the DLQ; item_2 and item_3 are held running.
+    retry_job(w, ["true", None, "true", "true"], delay="0s")
+    hold(w, "item_2-1", "item_3-1")
+    proc = w.popen("cook", "wf.yml")
+    job = the_job(w)
+    wait_for(lambda: "item_1" in recorded(w, job, "dlq_item_added"), what="item_1 in the DLQ")
+    wait_for(lambda: "item_0" in recorded(w, job, "agent_completed"), what="item_0 done")
+    wait_for(lambda: {"item_2 1", "item_3 1"} <= set(lines(w, "started.log")), what="held agents")
+    rc, out, err = interrupt(proc)
+    assert rc == 130, out + err
+    release_all(w)
+
+    result = resume(w, "resume-job", job)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Loaded checkpoint v2: 1 completed, 2 remaining, 1 in DLQ" in result.stdout
+    [resumed] = events(w, job, "job_resumed")
+    counted = {k: resumed[k] for k in ("total", "succeeded", "failed", "dead_lettered")}
+    assert counted == {"total": 4, "succeeded": 1, "failed": 1, "dead_lettered": 1}
+    assert (resumed["version"], resumed["remaining"]) == (2, 2)
+    # The same names as the other events that carry counts.
+    [completed] = events(w, job, "job_completed")
+    assert set(counted) | {"remaining"} <= set(completed)
+
+    shown = w.run("events", "show", job, "--type", "job_resumed")
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(
+        r"job_resumed +v2  1/4 succeeded, 2 remaining, 1 in DLQ  workflow=\S*wf\.yml$",
+        shown.stdout.strip(),
+    ), shown.stdout
+
+
 # ---- Example 3: parallelism override ----------------------------------------------------------
 
 
@@ -382,6 +414,74 @@ def test_dlq_only_job_needs_force_which_retries_dlq_items_and_reruns_reduce(w: E
     assert item_states(w, job)["item_1"] == ("dead-lettered", 4)
 
 
+def journal(w: Env, job: str) -> list[dict[str, Any]]:
+    text = (w.job_dir(job) / "journal.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def dlq_moves(w: Env, job: str) -> list[tuple[str, str, int]]:
+    """The DLQ events in order: (type, item, attempts)."""
+    kinds = ("dlq_item_added", "dlq_item_removed")
+    return [(e["type"], e["item_id"], e["attempts"]) for e in w.events(job) if e["type"] in kinds]
+
+
+def test_force_on_a_complete_job_records_each_item_taken_out_of_the_dlq(w: Env) -> None:
+    # item_1 succeeds from its third attempt on; item_2 never does.
+    retry_job(w, ["true", "test $PRODIGY_ATTEMPT -gt 2", "exit 1"], delay="0.05s")
+    cooked = w.run("cook", "wf.yml")
+    assert cooked.returncode == 3, cooked.stdout + cooked.stderr
+    job = the_job(w)
+    before = len(w.events(job))
+
+    forced = resume(w, "resume-job", job, "--force")
+    assert forced.returncode == 3, forced.stdout + forced.stderr
+    new = w.events(job)[before:]
+    removed = [e for e in new if e["type"] == "dlq_item_removed"]
+    assert sorted((e["item_id"], e["attempts"]) for e in removed) == [("item_1", 2), ("item_2", 2)]
+    # Written once the requeue was in the journal, before the run that retries them.
+    requeued = [r for r in journal(w, job) if r["type"] == "requeued"]
+    assert [sorted(r["indexes"]) for r in requeued] == [[1, 2]]
+    [resumed] = [e for e in new if e["type"] == "job_resumed"]
+    assert max(new.index(e) for e in removed) < new.index(resumed)
+    assert (resumed["dead_lettered"], resumed["remaining"]) == (0, 2)
+    # An item's last DLQ event says whether it is in the DLQ: item_1 left it, item_2 is back.
+    last = {item: kind for kind, item, _ in dlq_moves(w, job)}
+    assert last == {"item_1": "dlq_item_removed", "item_2": "dlq_item_added"}
+    in_dlq = json.loads(w.run("dlq", "list", job, "--json").stdout)
+    assert [entry["item_id"] for entry in in_dlq] == ["item_2"]
+
+
+def test_force_on_an_unfinished_job_records_only_the_dlq_items_it_requeues(w: Env) -> None:
+    # item_0 fails once and waits 30 s for its retry (retriable, not in the DLQ); item_1 lacks
+    # `cmd` and goes to the DLQ; item_2 is held running when Ctrl-C comes.
+    retry_job(w, [FAIL_ONCE, None, "true"], delay="30s")
+    hold(w, "item_2-1")
+    proc = w.popen("cook", "wf.yml")
+    job = the_job(w)
+    wait_for(lambda: "item_0" in recorded(w, job, "agent_retrying"), what="item_0 to fail once")
+    wait_for(lambda: "item_1" in recorded(w, job, "dlq_item_added"), what="item_1 in the DLQ")
+    wait_for(lambda: "item_2 1" in lines(w, "started.log"), what="item_2 to start")
+    rc, out, err = interrupt(proc)
+    assert rc == 130, out + err
+    release_all(w)
+
+    forced = resume(w, "resume-job", job, "--force", "--max-additional-retries", "1")
+    assert forced.returncode == 3, forced.stdout + forced.stderr
+    assert "Forcing 1 DLQ items back into the queue" in forced.stdout
+    # Requeued together with the retriable item_0, but only item_1 left the DLQ.
+    requeued = [r for r in journal(w, job) if r["type"] == "requeued"]
+    assert [sorted(r["indexes"]) for r in requeued] == [[0, 1]]
+    assert dlq_moves(w, job) == [
+        ("dlq_item_added", "item_1", 1),
+        ("dlq_item_removed", "item_1", 1),
+        ("dlq_item_added", "item_1", 2),
+    ]
+    assert attempts_of(w, "runs.log") == {"item_0": [1, 2], "item_2": [1]}
+    shown = w.run("events", "show", job, "--type", "dlq_item_removed")
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"dlq_item_removed +item_1 +attempts=1$", shown.stdout.strip()), shown.stdout
+
+
 def test_failed_reduce_is_resumed_into_the_reduce_phase(w: Env) -> None:
     w.write(
         "wf.yml",
@@ -404,6 +504,82 @@ def test_failed_reduce_is_resumed_into_the_reduce_phase(w: Env) -> None:
     assert lines(w, "reduce.log") == ["r1", "r2", "r3"]
     assert runs(w) == Counter(ids(0, 1, 2, 3)), "the map phase ran again"
     assert len(lines(w, "started.log")) == 4
+
+
+def _wrong_shape(case: str, real: dict[str, Any]) -> str:
+    if case == "array":
+        return "[]"
+    if case == "format only":
+        return '{"format": "prodigy-checkpoint/1"}'
+    if case == "version as text":
+        return json.dumps({**real, "version": str(real["version"])})
+    assert case == "another format"
+    return json.dumps({**real, "format": "prodigy-checkpoint/2"})
+
+
+def _one_sentence_about(stderr: str, path: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    [line] = stderr.splitlines()
+    assert line.startswith("error: ") and path in line, stderr
+
+
+@pytest.mark.parametrize(
+    ("case", "flag"),
+    [
+        ("array", "--force"),
+        ("format only", "--from-checkpoint"),
+        ("version as text", "--force"),
+        ("another format", "--from-checkpoint"),
+    ],
+)
+def test_checkpoint_of_the_wrong_shape_is_damage_like_a_truncated_one(
+    w: Env, case: str, flag: str
+) -> None:
+    plain_job(w, items=4, max_parallel=1)
+    job = interrupted_plain_job(w, 4, held=ids(2), done=ids(0, 1))
+    release_all(w)
+    target = (w.job_dir(job) / "latest.json").resolve()
+    assert target.name == "checkpoint-v2.json"
+    real = target.read_bytes()
+    target.write_bytes(real[: len(real) // 2])
+    truncated = resume(w, "resume-job", job)
+    assert truncated.returncode == 1, truncated.stdout + truncated.stderr
+
+    wrong = _wrong_shape(case, json.loads(real))
+    target.write_text(wrong)
+    refused = resume(w, "resume-job", job)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    _one_sentence_about(refused.stderr, str(target))
+
+    def detail_blanked(text: str) -> str:
+        return re.sub(r"is corrupt \(.*\); it has", "is corrupt (…); it has", text)
+
+    assert detail_blanked(refused.stderr) == detail_blanked(truncated.stderr)
+    for hint in ("v1, v0", "--from-checkpoint N", "--force"):
+        assert hint in refused.stderr, refused.stderr
+    assert target.read_text() == wrong, "the damaged checkpoint was modified"
+    assert runs(w) == Counter(ids(0, 1))
+
+    listed = w.run("checkpoints", "list", job)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "Traceback" not in listed.stderr, listed.stderr
+    assert re.search(r"^- v2 \(latest\): unreadable \(.+\)$", listed.stdout, re.M), listed.stdout
+    shown = w.run("checkpoints", "show", job)
+    assert shown.returncode == 1 and not shown.stdout, shown.stdout + shown.stderr
+    _one_sentence_about(shown.stderr, str(target))
+    for command in (("checkpoints", "list"), ("sessions", "show"), ("sessions", "show", job)):
+        other = w.run(*command)
+        assert other.returncode == 0, other.stdout + other.stderr
+        assert "Traceback" not in other.stderr, other.stderr
+
+    args = ("--force",) if flag == "--force" else ("--from-checkpoint", "1")
+    result = resume(w, "resume-job", job, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert (w.job_dir(job) / "corrupt-checkpoint-v2.json").read_text() == wrong
+    again = Counter({"item_1": 1}) if flag == "--from-checkpoint" else Counter()
+    assert runs(w) == Counter(ids(0, 1, 2, 3)) + again
+    assert lines(w, "reduce.log") == ["4/4 0"]
 
 
 def test_unknown_job_is_checkpoint_not_found(w: Env) -> None:

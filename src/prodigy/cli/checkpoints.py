@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import msgspec
 
-from prodigy.checkpoint import FORMAT, encode_checkpoint
+from prodigy.checkpoint import decode_checkpoint_head, encode_checkpoint
 from prodigy.cli.sessions import print_table, repository_summaries, say_no_jobs
 from prodigy.durations import format_duration, parse_duration
 from prodigy.errors import JobLocked, JobNotFound, ProdigyError, StateError, UsageError
@@ -109,13 +109,6 @@ def list_checkpoints(job_id: str | None) -> int:
 # ---- show ----------------------------------------------------------------------------------------
 
 
-class _Format(msgspec.Struct):
-    format: str
-
-
-_format_decoder = msgspec.json.Decoder(_Format)
-
-
 def _on_disk(job: JobDir, but: int | None = None) -> str:
     return ", ".join(f"v{v}" for v in job.checkpoint_versions() if v != but) or "none"
 
@@ -128,8 +121,9 @@ def _checkpoint_bytes(job: JobDir, version: int | None) -> bytes | None:
     except FileNotFoundError:
         return None
     try:
-        kind = _format_decoder.decode(data).format
-        problem = None if kind == FORMAT else f"is not a prodigy checkpoint (format {kind!r})"
+        # The same check as resume's, so `show` never prints a file that resume refuses.
+        decode_checkpoint_head(data)
+        problem = None
     except msgspec.ValidationError as exc:
         problem = f"is not a prodigy checkpoint ({exc})"
     except msgspec.DecodeError as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from prodigy.errors import ProdigyError
+from prodigy.events import EventLog
 from prodigy.job import ItemsFile, append_records, read_job_metadata
 from prodigy.journal import read_journal
 from prodigy.lock import JobLock
@@ -69,6 +70,7 @@ def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], for
         ids = ItemsFile(job.items)
         try:
             chosen = _choose(job.job_id, ids.ids, state.status, items)
+            id_of = {index: ids.ids[index] for index in chosen}
         finally:
             ids.close()
         review = [i for i in chosen if needs_manual_review(state.history.get(i, []))]
@@ -91,6 +93,15 @@ def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], for
         rounds = workflow.error_policy.retry_config.max_attempts
         requeue = Requeued(indexes=chosen, limits=[state.attempts[i] + rounds for i in chosen])
         state, contents = append_records(job, contents, [requeue])
+        # Only now that the requeue is durable: the items have left the DLQ.
+        events_log = EventLog(job.events, job.job_id)
+        try:
+            for index in chosen:
+                events_log.emit(
+                    "dlq_item_removed", item_id=id_of[index], attempts=state.attempts[index]
+                )
+        finally:
+            events_log.close()
         options = RunOptions(
             max_parallel=max_parallel or workflow.map.max_parallel,
             claude_bin=claude_bin(),

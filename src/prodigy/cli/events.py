@@ -37,7 +37,9 @@ ERROR_CHARS = 120
 
 # Fields shown in a fixed place (or not at all) rather than as key=value.
 _PLACED = frozenset({"ts", "type", "job_id", "item_id", "error", "reason"})
-_LEADING = ("attempt", "exit_code", "error_kind", "duration_s")
+_LEADING = ("attempt", "exit_code", "error_kind", "duration_s", "version")
+# The job counts that start, end and resume events carry (`prodigy.events.count_fields`).
+_COUNTS = ("total", "succeeded", "failed", "dead_lettered", "remaining")
 
 
 @dataclass(frozen=True)
@@ -157,17 +159,32 @@ def _field(key: str, value: Any) -> str | None:
     return f"{key}={_compact(value)}"
 
 
+def counts_summary(data: dict[str, Any]) -> str | None:
+    """`2/3 succeeded, 0 remaining, 1 in DLQ`, worded like resume's status line; None unless
+    the event carries every count (anything else is shown field by field)."""
+    values = [data.get(key) for key in _COUNTS]
+    numbers = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+    if len(numbers) != len(_COUNTS):
+        return None
+    total, succeeded, _failed, dead, remaining = numbers
+    text = f"{succeeded}/{total} succeeded, {remaining} remaining, {dead} in DLQ"
+    skipped = data.get("skipped")
+    return (text + f", {skipped} skipped") if isinstance(skipped, int) and skipped else text
+
+
 def format_event(data: dict[str, Any]) -> str:
     """One readable line: time, type, item, the other fields compactly, the error last."""
     parts = [display_time(str(data.get("ts", "?"))), f"{data.get('type', '?')!s:<{TYPE_WIDTH}}"]
     if data.get("item_id") is not None:
         parts.append(str(data["item_id"]))
+    summary = counts_summary(data)
+    placed = _PLACED | frozenset((*_COUNTS, "skipped")) if summary is not None else _PLACED
     leading = [key for key in _LEADING if key in data]
-    rest = [key for key in data if key not in _PLACED and key not in _LEADING]
-    for key in leading + rest:
-        shown = _field(key, data[key])
-        if shown is not None:
-            parts.append(shown)
+    rest = [key for key in data if key not in placed and key not in _LEADING]
+    shown = [_field(key, data[key]) for key in leading]
+    shown.append(summary)
+    shown += [_field(key, data[key]) for key in rest]
+    parts += [text for text in shown if text is not None]
     for key in ("reason", "error"):
         if data.get(key):
             parts.append(one_line(str(data[key]), ERROR_CHARS))

@@ -12,12 +12,12 @@ from typing import Any
 
 import click
 
-from prodigy.checkpoint import read_checkpoint
+from prodigy.checkpoint import CheckpointHead, read_checkpoint
 from prodigy.cli.common import check_claude, claude_bin, execute, verbose
 from prodigy.engine import RunOptions
 from prodigy.errors import ProdigyError, StateError
-from prodigy.events import EventLog
-from prodigy.job import append_records, read_job_metadata
+from prodigy.events import EventLog, count_fields
+from prodigy.job import ItemsFile, append_records, read_job_metadata
 from prodigy.journal import read_journal
 from prodigy.lock import JobLock
 from prodigy.state import (
@@ -53,16 +53,16 @@ def _set_aside_corrupt(job: JobDir) -> None:
 
 
 def _check_consistency(
-    job: JobDir, checkpoint: dict[str, Any], records: list[Any], state: JobState
+    job: JobDir, checkpoint: CheckpointHead, records: list[Any], state: JobState
 ) -> None:
-    if checkpoint.get("job_id") != job.job_id:
+    if checkpoint.job_id != job.job_id:
         raise StateError(
-            f"Checkpoint {job.latest.resolve()} belongs to job {checkpoint.get('job_id')!r}, "
+            f"Checkpoint {job.latest.resolve()} belongs to job {checkpoint.job_id!r}, "
             f"not {job.job_id}.",
             hint="Pass --skip-validation to rebuild the state from the journal instead.",
         )
-    version = int(checkpoint.get("version", -1))
-    if version > state.version or version < 0:
+    version = checkpoint.version
+    if version > state.version:
         raise StateError(
             f"Checkpoint v{version} of job {job.job_id} is ahead of its journal "
             f"(v{state.version}): the state is inconsistent.",
@@ -70,13 +70,14 @@ def _check_consistency(
         )
     # Usually the checkpoint is of the newest version: no second replay needed.
     at = counts(state if version == state.version else replay(records, version))
-    stored = checkpoint.get("counts", {})
+    stored = checkpoint.counts
     # Only counts no record can change within one version: a requeue (--force, reprocess)
     # moves items out of the DLQ, and freezing the items sets the total, without a new one.
     expected = {"total": at.total, "succeeded": at.succeeded}
-    if not stored.get("total"):
+    found = {"total": stored.total, "succeeded": stored.succeeded}
+    if not stored.total:
         expected.pop("total")
-    found = {key: stored.get(key) for key in expected}
+        found.pop("total")
     if expected != found:
         raise StateError(
             f"Checkpoint v{version} of job {job.job_id} disagrees with its journal "
@@ -108,6 +109,16 @@ def load_job_workflow(
 def _fresh_limits(state: JobState, indexes: list[int], workflow: Workflow, extra: int) -> list[int]:
     rounds = workflow.error_policy.retry_config.max_attempts + extra
     return [state.attempts[i] + rounds for i in indexes]
+
+
+def _item_ids(job: JobDir, indexes: list[int]) -> list[str]:
+    if not indexes:
+        return []
+    items = ItemsFile(job.items)
+    try:
+        return [items.ids[i] for i in indexes]
+    finally:
+        items.close()
 
 
 def resume_job_id(
@@ -167,6 +178,7 @@ def _resume_locked(
     said: list[str] = [f"Resuming job {job.job_id}"]
     requeue: list[int] = []
     limits: list[int] = []
+    out_of_dlq: list[int] = []
     rerun_reduce = False
     if from_checkpoint is not None:
         if not 0 <= from_checkpoint <= state.version:
@@ -192,6 +204,7 @@ def _resume_locked(
         if current == "done":
             if force:
                 requeue = dead
+                out_of_dlq = state.indexes_with(ItemStatus.DEAD)
                 limits = _fresh_limits(state, dead, workflow, extra_retries)
                 rerun_reduce = True
                 said.append(
@@ -218,6 +231,7 @@ def _resume_locked(
         else:
             if force and state.indexes_with(ItemStatus.DEAD):
                 requeue = state.indexes_with(ItemStatus.DEAD)
+                out_of_dlq = list(requeue)
                 limits = _fresh_limits(state, requeue, workflow, extra_retries)
                 said.append(f"Forcing {len(requeue)} DLQ items back into the queue")
             retriable = state.indexes_with(ItemStatus.RETRIABLE)
@@ -232,6 +246,8 @@ def _resume_locked(
                     f"{state.reduce_done + 1} of {len(workflow.reduce)}"
                 )
 
+    # Read before anything is recorded, so a damaged items file changes nothing.
+    out_of_dlq_ids = _item_ids(job, out_of_dlq)
     _say("\n".join(said))
     if latest_damaged:
         _set_aside_corrupt(job)
@@ -242,10 +258,19 @@ def _resume_locked(
         appended.append(Requeued(indexes=requeue, limits=limits, rerun_reduce=rerun_reduce))
     if appended:
         state, contents = append_records(job, contents, appended)
-    if from_checkpoint is not None:
+    # Only now that the records are durable: the log must never report an item out of the DLQ
+    # (or a rollback) that a crash could still take back.
+    if from_checkpoint is not None or out_of_dlq:
         events = EventLog(job.events, job.job_id)
-        events.emit("checkpoint_restored", version=from_checkpoint, new_version=state.version)
-        events.close()
+        try:
+            if from_checkpoint is not None:
+                events.emit(
+                    "checkpoint_restored", version=from_checkpoint, new_version=state.version
+                )
+            for index, item_id in zip(out_of_dlq, out_of_dlq_ids, strict=True):
+                events.emit("dlq_item_removed", item_id=item_id, attempts=state.attempts[index])
+        finally:
+            events.close()
 
     configured = workflow.map.max_parallel
     parallel = max_parallel or configured
@@ -267,6 +292,8 @@ def _resume_locked(
         options,
         "job_resumed",
         version=state.version,
+        # As the run starts: after any rollback or requeue above, so `remaining` is its work.
+        **count_fields(counts(state)),
     )
 
 
