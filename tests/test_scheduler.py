@@ -243,3 +243,25 @@ def test_an_executor_error_stops_the_run_as_fatal(tmp_path: Path) -> None:
     assert isinstance(world.interrupts.fatal, RuntimeError)
     assert world.interrupts.killing.is_set()
     assert counts(world.state).succeeded < 5
+
+
+def test_an_attempt_killed_by_the_runs_own_signal_is_not_a_failure(tmp_path: Path) -> None:
+    world = make_world(tmp_path, 2)
+
+    async def run_attempt(item: WorkItem, attempt: int) -> Attempt:
+        # The SIGINT sent to prodigy's process group reached this step before it had moved to
+        # a group of its own.
+        world.interrupts.on_signal(signal.SIGINT)
+        return Attempt(
+            attempt=attempt,
+            ok=False,
+            started_at="2026-01-01T00:00:00",
+            duration_s=0.0,
+            exit_code=128 + signal.SIGINT,
+            error="killed by SIGINT",
+            error_kind="exit_code",
+        )
+
+    asyncio.run(schedule(world, run_attempt, max_parallel=1))
+    assert world.recorded() == []
+    assert counts(world.state).pending == 2 and world.state.attempts == [0, 0]
