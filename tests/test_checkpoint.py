@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from prodigy.checkpoint import (
+    CheckpointDocument,
     CheckpointWriter,
     JobInfo,
     checkpoint_document,
@@ -61,7 +62,9 @@ def test_document_says_where_the_job_stands() -> None:
             ended(1, False, 2),
         ]
     )
-    doc = checkpoint_document(state, INFO, ["a", "b", "c"])
+    document = checkpoint_document(state, INFO, ["a", "b", "c"])
+    doc = msgspec.json.decode(encode_checkpoint(document))
+    assert msgspec.json.decode(encode_checkpoint(document), type=CheckpointDocument) == document
     assert doc["version"] == 2 and doc["phase"] == "map"
     assert doc["counts"] == {
         "total": 3,
@@ -75,6 +78,15 @@ def test_document_says_where_the_job_stands() -> None:
     assert [i["status"] for i in doc["items"]] == ["succeeded", "dead-lettered", "pending"]
     assert doc["dlq"] == ["b"] and doc["setup"]["outputs"] == {"k": "v"}
     assert doc["items_file"] == "items.jsonl" and doc["workflow"]["config"] == {"name": "t"}
+    assert "result" not in doc["items"][2], "an item that never ran has no result"
+
+
+def test_running_items_are_shown_as_running_and_counted_apart() -> None:
+    retry = AttemptEnded(index=0, outcome="retry", result=ended(0, False).result)
+    state = replay([SetupCompleted(outputs={}), ItemsFrozen(count=3, max_attempts=2), retry])
+    doc = checkpoint_document(state, INFO, ["a", "b", "c"], running=frozenset({0, 1}))
+    assert [i.status for i in doc.items] == ["running", "running", "pending"]
+    assert (doc.counts.pending, doc.counts.running, doc.counts.failed_retriable) == (1, 2, 0)
 
 
 def test_a_damaged_latest_checkpoint_names_the_file_and_the_older_ones(tmp_path: Path) -> None:

@@ -17,7 +17,18 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from prodigy.errors import StateError
-from prodigy.state import STATUS_NAMES, AttemptEnded, ItemStatus, JobState, Record, counts, phase
+from prodigy.state import (
+    STATUS_NAMES,
+    Attempt,
+    AttemptEnded,
+    ItemStatus,
+    JobEndStatus,
+    JobState,
+    Phase,
+    Record,
+    counts,
+    phase,
+)
 from prodigy.store import JobDir, write_checkpoint
 
 CheckpointFormat = Literal["prodigy-checkpoint/1"]
@@ -93,67 +104,126 @@ def snapshot(state: JobState) -> JobState:
     )
 
 
+StatusName = Literal[
+    "pending", "running", "succeeded", "failed-retriable", "dead-lettered", "skipped"
+]
+
+
+class ItemCounts(msgspec.Struct, frozen=True):
+    total: int
+    pending: int
+    running: int
+    succeeded: int
+    failed_retriable: int
+    dead_lettered: int
+    skipped: int
+
+
+class WorkflowRef(msgspec.Struct, frozen=True):
+    path: str
+    hash: str
+    config: dict[str, Any]
+
+
+class SetupPart(msgspec.Struct, frozen=True):
+    completed: bool
+    outputs: dict[str, str]
+
+
+class ReducePart(msgspec.Struct, frozen=True):
+    steps_total: int
+    steps_completed: int
+    outputs: dict[str, str]
+
+
+class CostPart(msgspec.Struct, frozen=True):
+    usd: float
+    input_tokens: int
+    output_tokens: int
+
+
+class CheckpointItem(msgspec.Struct, frozen=True, omit_defaults=True):
+    id: str
+    status: StatusName
+    attempts: int
+    max_attempts: int
+    result: Attempt | None = None
+    failed_attempts: list[Attempt] | None = None
+
+
+class CheckpointDocument(msgspec.Struct, frozen=True):
+    """A whole `checkpoint-v{N}.json` file."""
+
+    format: CheckpointFormat
+    job_id: str
+    version: int
+    phase: Phase
+    status: JobEndStatus | Literal["running"]
+    created_at: str
+    workflow: WorkflowRef
+    workdir: str
+    items_file: str
+    counts: ItemCounts
+    setup: SetupPart
+    reduce: ReducePart
+    cost: CostPart
+    dlq: list[str]
+    items: list[CheckpointItem]
+
+
+def _item_counts(state: JobState, running: frozenset[int]) -> ItemCounts:
+    c = counts(state)
+    # Only pending and retriable items are ever started.
+    running_pending = sum(1 for i in running if state.status[i] == ItemStatus.PENDING)
+    running_retriable = sum(1 for i in running if state.status[i] == ItemStatus.RETRIABLE)
+    return ItemCounts(
+        total=c.total,
+        pending=c.pending - running_pending,
+        running=len(running),
+        succeeded=c.succeeded,
+        failed_retriable=c.retriable - running_retriable,
+        dead_lettered=c.dead,
+        skipped=c.skipped,
+    )
+
+
 def checkpoint_document(
     state: JobState, info: JobInfo, item_ids: list[str], running: frozenset[int] = frozenset()
-) -> dict[str, Any]:
+) -> CheckpointDocument:
     """The checkpoint file's content. `running` items are shown as such; the record has them
     pending (or retriable), which is what a resume runs them as."""
-    c = counts(state)
-    running_pending = [i for i in running if state.status[i] == ItemStatus.PENDING]
-    items: list[dict[str, Any]] = []
-    for i, status in enumerate(state.status):
-        entry: dict[str, Any] = {
-            "id": item_ids[i] if i < len(item_ids) else f"#{i}",
-            "status": "running" if i in running else STATUS_NAMES[ItemStatus(status)],
-            "attempts": state.attempts[i],
-            "max_attempts": state.limits[i],
-        }
-        last = state.results.get(i)
-        if last is not None:
-            entry["result"] = last
-        if i in state.history:
-            entry["failed_attempts"] = state.history[i]
-        items.append(entry)
-    return {
-        "format": FORMAT,
-        "job_id": info.job_id,
-        "version": state.version,
-        "phase": phase(state, info.reduce_steps),
-        "status": state.ended or "running",
-        "created_at": info.created_at,
-        "workflow": {
-            "path": info.workflow_path,
-            "hash": info.workflow_hash,
-            "config": info.workflow_config,
-        },
-        "workdir": info.workdir,
-        "items_file": "items.jsonl",
-        "counts": {
-            "total": c.total,
-            "pending": c.pending - len(running_pending),
-            "running": len(running),
-            "succeeded": c.succeeded,
-            "failed_retriable": c.retriable - (len(running) - len(running_pending)),
-            "dead_lettered": c.dead,
-            "skipped": c.skipped,
-        },
-        "setup": {"completed": state.setup_done, "outputs": state.setup_outputs},
-        "reduce": {
-            "steps_total": info.reduce_steps,
-            "steps_completed": state.reduce_done,
-            "outputs": state.reduce_outputs,
-        },
-        "cost": {
-            "usd": round(state.spent.cost_usd, 6),
-            "input_tokens": state.spent.input_tokens,
-            "output_tokens": state.spent.output_tokens,
-        },
-        "dlq": [item_ids[i] for i in state.indexes_with(ItemStatus.DEAD) if i < len(item_ids)],
-        "items": items,
-    }
+    items = [
+        CheckpointItem(
+            id=item_ids[i] if i < len(item_ids) else f"#{i}",
+            status="running" if i in running else STATUS_NAMES[ItemStatus(status)],
+            attempts=state.attempts[i],
+            max_attempts=state.limits[i],
+            result=state.results.get(i),
+            failed_attempts=state.history.get(i),
+        )
+        for i, status in enumerate(state.status)
+    ]
+    spent = state.spent
+    return CheckpointDocument(
+        format=FORMAT,
+        job_id=info.job_id,
+        version=state.version,
+        phase=phase(state, info.reduce_steps),
+        status=state.ended or "running",
+        created_at=info.created_at,
+        workflow=WorkflowRef(info.workflow_path, info.workflow_hash, info.workflow_config),
+        workdir=info.workdir,
+        items_file="items.jsonl",
+        counts=_item_counts(state, running),
+        setup=SetupPart(state.setup_done, state.setup_outputs),
+        reduce=ReducePart(info.reduce_steps, state.reduce_done, state.reduce_outputs),
+        cost=CostPart(round(spent.cost_usd, 6), spent.input_tokens, spent.output_tokens),
+        dlq=[item_ids[i] for i in state.indexes_with(ItemStatus.DEAD) if i < len(item_ids)],
+        items=items,
+    )
 
 
-def encode_checkpoint(document: dict[str, Any]) -> bytes:
+def encode_checkpoint(document: CheckpointDocument) -> bytes:
     return msgspec.json.format(msgspec.json.encode(document), indent=1) + b"\n"
 
 

@@ -16,7 +16,12 @@ from typing import Any, Literal
 
 import msgspec
 
-from prodigy.checkpoint import JobInfo, checkpoint_document, decode_checkpoint_head
+from prodigy.checkpoint import (
+    CheckpointDocument,
+    JobInfo,
+    checkpoint_document,
+    decode_checkpoint_head,
+)
 from prodigy.errors import StateError
 from prodigy.job import ItemsFile, load_state, read_job_metadata
 from prodigy.lock import LockHolder, is_locked
@@ -317,7 +322,7 @@ def _stored_workflow_config(job: JobDir) -> dict[str, Any] | None:
     return None
 
 
-def rebuild_checkpoint_document(job: JobDir, version: int) -> dict[str, Any]:
+def rebuild_checkpoint_document(job: JobDir, version: int) -> CheckpointDocument:
     """The checkpoint of `version` as it would have been written, rebuilt from the journal
     (versions may have no file: writes are skipped under load and old files are pruned)."""
     state, _ = load_state(job, upto_version=version)

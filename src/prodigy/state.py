@@ -30,7 +30,9 @@ class ItemStatus(IntEnum):
     SKIPPED = 5  # failed for good under `on_item_failure: skip`
 
 
-STATUS_NAMES = {
+STATUS_NAMES: dict[
+    ItemStatus, Literal["pending", "succeeded", "failed-retriable", "dead-lettered", "skipped"]
+] = {
     ItemStatus.PENDING: "pending",
     ItemStatus.SUCCEEDED: "succeeded",
     ItemStatus.RETRIABLE: "failed-retriable",
