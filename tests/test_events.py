@@ -6,7 +6,18 @@ import json
 import threading
 from pathlib import Path
 
-from prodigy.events import EventLog, TornLine, read_events
+import msgspec
+
+from prodigy.events import (
+    EVENT_TYPES,
+    AgentFailed,
+    DlqItemAdded,
+    Event,
+    EventLog,
+    JobStarted,
+    TornLine,
+    read_events,
+)
 
 
 def test_parallel_writers_never_tear_or_weld_lines(tmp_path: Path) -> None:
@@ -15,7 +26,8 @@ def test_parallel_writers_never_tear_or_weld_lines(tmp_path: Path) -> None:
 
     def write(log: EventLog, writer: int) -> None:
         for n in range(250):
-            log.emit("agent_completed", item_id=f"item_{writer}_{n}", output="x" * (n % 97))
+            error = "x" * (n % 97)
+            log.emit(DlqItemAdded(item_id=f"item_{writer}_{n}", attempts=1, error=error))
 
     threads = [threading.Thread(target=write, args=(log, w)) for w, log in enumerate(logs)]
     for thread in threads:
@@ -33,7 +45,7 @@ def test_parallel_writers_never_tear_or_weld_lines(tmp_path: Path) -> None:
 def test_reading_reports_a_torn_line_instead_of_failing(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     log = EventLog(path, "job-1")
-    log.emit("job_started")
+    log.emit(JobStarted(workflow="w.yml", name="w"))
     log.close()
     with path.open("ab") as f:
         f.write(b'{"ts": "2026", "type": "agent_sta')
@@ -45,8 +57,40 @@ def test_reading_reports_a_torn_line_instead_of_failing(tmp_path: Path) -> None:
 def test_none_fields_are_left_out(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     log = EventLog(path, "job-1")
-    log.emit("agent_failed", item_id="item_1", exit_code=None, error="boom")
+    log.emit(AgentFailed(item_id="item_1", attempt=1, duration_s=0.5, version=3, error="boom"))
     log.close()
     (event,) = read_events(path)
     assert isinstance(event, dict)
     assert "exit_code" not in event and event["error"] == "boom"
+
+
+def _event_classes(cls: type[Event]) -> list[type[Event]]:
+    found: list[type[Event]] = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_event_classes(sub)]
+    return found
+
+
+def test_every_event_type_has_exactly_one_struct() -> None:
+    tags = [
+        msgspec.inspect.type_info(cls).tag  # type: ignore[attr-defined]
+        for cls in _event_classes(Event)
+        if not cls.__name__.startswith("_")
+    ]
+    assert sorted(tags) == sorted(EVENT_TYPES)
+
+
+def test_an_event_line_reads_back_as_its_struct(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path, "job-1")
+    log.emit(AgentFailed(item_id="item_1", attempt=2, duration_s=0.5, version=3, exit_code=4))
+    log.close()
+    line = path.read_bytes().strip()
+    event = msgspec.json.decode(line, type=AgentFailed)
+    assert (event.item_id, event.attempt, event.exit_code, event.job_id) == (
+        "item_1",
+        2,
+        4,
+        "job-1",
+    )
+    assert json.loads(line)["type"] == "agent_failed"

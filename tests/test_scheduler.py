@@ -189,10 +189,12 @@ def test_an_interrupt_kills_running_attempts_after_the_grace_and_records_nothing
 ) -> None:
     world = make_world(tmp_path, 6)
     cancelled: list[str] = []
+    sleeping: list[str] = []
 
     async def run_attempt(item: WorkItem, attempt: int) -> Attempt:
         if item.index == 0:
             return result(attempt, True)
+        sleeping.append(item.id)
         try:
             await asyncio.sleep(60)
         except asyncio.CancelledError:
@@ -201,7 +203,7 @@ def test_an_interrupt_kills_running_attempts_after_the_grace_and_records_nothing
         return result(attempt, True)
 
     async def interrupt(scheduler: MapScheduler) -> None:
-        while len(scheduler.running) < 3 or counts(world.state).succeeded < 1:
+        while len(sleeping) < 3 or counts(world.state).succeeded < 1:
             await asyncio.sleep(0.001)
         world.interrupts.on_signal(signal.SIGINT)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from prodigy.context import RunContext
 from prodigy.display import plural
 from prodigy.errors import EXIT_FAILURE, EXIT_ITEMS_IN_DLQ, EXIT_OK, ProdigyError
-from prodigy.events import count_fields
+from prodigy.events import JobCompleted, JobFailed, JobInterrupted, JobStopped, count_fields
 from prodigy.state import ItemStatus, JobEnded, JobEndStatus, counts, phase
 
 
@@ -30,7 +30,7 @@ async def end_early(run: RunContext, failure: str | None) -> int:
     reason = run.interrupts.policy_reason or "stopped"
     await record_end(run, "stopped", reason)
     c = counts(run.state)
-    run.events.emit("job_stopped", reason=reason, **count_fields(c))
+    run.events.emit(JobStopped(reason=reason, **count_fields(c)))
     run.reporter.warn(f"Job stopped: {reason}.")
     run.reporter.say(
         f"Stopped at checkpoint v{run.state.version}: {c.succeeded} completed, "
@@ -44,7 +44,7 @@ async def failed(run: RunContext, reason: str) -> int:
         await record_end(run, "failed", reason)
     except ProdigyError as exc:
         run.reporter.warn(f"error: {exc}")
-    run.events.emit("job_failed", reason=reason)
+    run.events.emit(JobFailed(reason=reason))
     run.reporter.warn(f"Job failed: {reason}")
     run.reporter.warn(f"Fix the cause, then run: {run.resume_hint()}")
     return EXIT_FAILURE
@@ -53,7 +53,7 @@ async def failed(run: RunContext, reason: str) -> int:
 async def interrupted(run: RunContext) -> int:
     await record_end(run, "interrupted", run.interrupts.signal_name())
     c = counts(run.state)
-    run.events.emit("job_interrupted", version=run.state.version, **count_fields(c))
+    run.events.emit(JobInterrupted(version=run.state.version, **count_fields(c)))
     run.reporter.close()
     run.reporter.say(
         f"Interrupted: state saved at checkpoint v{run.state.version} "
@@ -67,7 +67,7 @@ async def completed(run: RunContext) -> int:
     await record_end(run, "completed")
     c = counts(run.state)
     spent = run.state.spent
-    run.events.emit("job_completed", **count_fields(c), cost_usd=spent.cost_usd or None)
+    run.events.emit(JobCompleted(**count_fields(c), cost_usd=spent.cost_usd or None))
     run.reporter.close()
     summary = f"{c.succeeded}/{c.total} items succeeded, {c.failed} failed"
     if spent:

@@ -16,7 +16,7 @@ from prodigy import endings
 from prodigy.agent import AgentSpec
 from prodigy.checkpoint import CheckpointPacer, CheckpointWriter, JobInfo
 from prodigy.context import RunContext, RunOptions
-from prodigy.events import EventLog
+from prodigy.events import CheckpointCreated, EventLog
 from prodigy.executors import Executor, open_executor
 from prodigy.interrupts import Interrupts
 from prodigy.items import WorkItem
@@ -197,7 +197,7 @@ class JobRunner:
         run = self.run_ctx
         if state.version != self._last_checkpoint_event:
             self._last_checkpoint_event = state.version
-            run.events.emit("checkpoint_created", version=state.version)
+            run.events.emit(CheckpointCreated(version=state.version))
         run.write_metadata(state.ended or "running", state)
 
 

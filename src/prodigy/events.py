@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypedDict, get_args
 
 import msgspec
 
@@ -44,23 +44,166 @@ EventType = Literal[
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 END_EVENTS = frozenset({"job_completed", "job_failed", "job_stopped", "job_interrupted"})
 
-_encoder = msgspec.json.Encoder()
-
-
-def count_fields(c: Counts) -> dict[str, int]:
-    """The counts an event carries, under the same names in every event that has them."""
-    return {
-        "total": c.total,
-        "succeeded": c.succeeded,
-        "failed": c.failed,
-        "dead_lettered": c.dead,
-        "skipped": c.skipped,
-        "remaining": c.remaining,
-    }
-
 
 def now_iso() -> str:
     return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+# ---- the events --------------------------------------------------------------------------------
+
+
+class Event(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="type"):
+    """One line of the log: its `type` (the tag), when, which job; the rest per type.
+    Fields left at None are not written."""
+
+    ts: str = ""
+    job_id: str = ""
+
+
+class EventCounts(TypedDict):
+    """The counts a job-level event carries, under the same names in every such event."""
+
+    total: int
+    succeeded: int
+    failed: int
+    dead_lettered: int
+    skipped: int
+    remaining: int
+
+
+def count_fields(c: Counts) -> EventCounts:
+    return EventCounts(
+        total=c.total,
+        succeeded=c.succeeded,
+        failed=c.failed,
+        dead_lettered=c.dead,
+        skipped=c.skipped,
+        remaining=c.remaining,
+    )
+
+
+class _WithCounts(Event, kw_only=True):
+    total: int
+    succeeded: int
+    failed: int
+    dead_lettered: int
+    skipped: int
+    remaining: int
+
+
+class JobStarted(Event, tag="job_started"):
+    workflow: str
+    name: str
+
+
+class JobResumed(_WithCounts, tag="job_resumed"):
+    workflow: str
+    version: int
+
+
+class DlqReprocessStarted(Event, tag="dlq_reprocess_started"):
+    workflow: str
+    items: int
+
+
+class SetupStarted(Event, tag="setup_started"):
+    steps: int
+
+
+class SetupDone(Event, tag="setup_completed"):
+    outputs: list[str]
+
+
+class MapStarted(Event, tag="map_started"):
+    items: int
+    max_parallel: int
+
+
+class AgentStarted(Event, tag="agent_started"):
+    item_id: str
+    attempt: int
+
+
+class AgentCompleted(Event, tag="agent_completed"):
+    item_id: str
+    attempt: int
+    duration_s: float
+    version: int
+    cost_usd: float | None = None
+
+
+class AgentFailed(Event, tag="agent_failed"):
+    item_id: str
+    attempt: int
+    duration_s: float
+    version: int
+    error: str | None = None
+    error_kind: str | None = None
+    exit_code: int | None = None
+
+
+class AgentRetrying(Event, tag="agent_retrying"):
+    item_id: str
+    attempt: int
+    delay_s: float
+
+
+class DuplicateResult(Event, tag="duplicate_result"):
+    item_id: str
+    attempt: int
+    ok: bool
+
+
+class DlqItemAdded(Event, tag="dlq_item_added"):
+    item_id: str
+    attempts: int
+    error: str | None = None
+
+
+class DlqItemRemoved(Event, tag="dlq_item_removed"):
+    item_id: str
+    attempts: int
+
+
+class CheckpointCreated(Event, tag="checkpoint_created"):
+    version: int
+
+
+class CheckpointRestored(Event, tag="checkpoint_restored"):
+    version: int
+    new_version: int
+
+
+class ReduceStarted(Event, tag="reduce_started"):
+    steps: int
+    first_step: int
+
+
+class ReduceStepDone(Event, tag="reduce_step_completed"):
+    step: int
+
+
+class ReduceCompleted(Event, tag="reduce_completed"):
+    pass
+
+
+class JobCompleted(_WithCounts, tag="job_completed"):
+    cost_usd: float | None = None
+
+
+class JobFailed(Event, tag="job_failed"):
+    reason: str
+
+
+class JobStopped(_WithCounts, tag="job_stopped"):
+    reason: str
+
+
+class JobInterrupted(_WithCounts, tag="job_interrupted"):
+    version: int
+
+
+_encoder = msgspec.json.Encoder()
 
 
 class EventLog:
@@ -69,9 +212,9 @@ class EventLog:
         self.job_id = job_id
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
-    def emit(self, type_: EventType, **fields: Any) -> None:
-        event = {"ts": now_iso(), "type": type_, "job_id": self.job_id}
-        event.update({k: v for k, v in fields.items() if v is not None})
+    def emit(self, event: Event) -> None:
+        event.ts = now_iso()
+        event.job_id = self.job_id
         os.write(self._fd, _encoder.encode(event) + b"\n")
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ import msgspec
 from prodigy.agent import AfterStep, SequenceResult
 from prodigy.context import RunContext
 from prodigy.errors import ProdigyError
+from prodigy.events import ReduceCompleted, ReduceStarted, SetupStarted
 from prodigy.items import ItemSpec, load_items
 from prodigy.job import write_items
 from prodigy.state import (
@@ -81,7 +82,7 @@ async def run_setup(run: RunContext) -> str | None:
     if setup is None or not setup.steps:
         await run.recorder.record(SetupCompleted(outputs={}))
         return None
-    run.events.emit("setup_started", steps=len(setup.steps))
+    run.events.emit(SetupStarted(steps=len(setup.steps)))
     run.reporter.say(f"Running setup ({len(setup.steps)} steps)...")
 
     # Setup is recorded whole, once it has ended: a setup cut short is re-run from its start.
@@ -141,7 +142,7 @@ async def run_reduce(run: RunContext) -> str | None:
         "results": results,
     }
     env = {**run.phase_env(), "PRODIGY_MAP_RESULTS_FILE": str(results_file)}
-    run.events.emit("reduce_started", steps=len(steps), first_step=run.state.reduce_done + 1)
+    run.events.emit(ReduceStarted(steps=len(steps), first_step=run.state.reduce_done + 1))
 
     async def record_step(
         n: int, outcome: StepOutcome, captured: dict[str, str], spend: Spend
@@ -157,7 +158,7 @@ async def run_reduce(run: RunContext) -> str | None:
     failure = done.failure_sentence()
     if failure is not None:
         return f"reduce failed: {failure}"
-    run.events.emit("reduce_completed")
+    run.events.emit(ReduceCompleted())
     return None
 
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from prodigy.events import EventLog
+from prodigy.events import (
+    AgentCompleted,
+    AgentFailed,
+    DlqItemAdded,
+    DuplicateResult,
+    EventLog,
+    ReduceStepDone,
+    SetupDone,
+)
 from prodigy.journal import Journal
 from prodigy.progress import Reporter
 from prodigy.state import (
@@ -81,16 +89,17 @@ class RecordEvents:
         if isinstance(record, AttemptEnded):
             self._attempt_ended(record, state)
         elif isinstance(record, SetupCompleted) and self.setup_steps:
-            self.events.emit("setup_completed", outputs=sorted(record.outputs))
+            self.events.emit(SetupDone(outputs=sorted(record.outputs)))
         elif isinstance(record, ReduceStepCompleted):
-            self.events.emit("reduce_step_completed", step=record.step + 1)
+            self.events.emit(ReduceStepDone(step=record.step + 1))
 
     def duplicate(self, record: AttemptEnded, state: JobState) -> None:
         self.events.emit(
-            "duplicate_result",
-            item_id=self.item_id(record.index),
-            attempt=record.result.attempt,
-            ok=record.result.ok,
+            DuplicateResult(
+                item_id=self.item_id(record.index),
+                attempt=record.result.attempt,
+                ok=record.result.ok,
+            )
         )
 
     def _attempt_ended(self, record: AttemptEnded, state: JobState) -> None:
@@ -98,26 +107,28 @@ class RecordEvents:
         item_id = self.item_id(record.index)
         if r.ok:
             self.events.emit(
-                "agent_completed",
-                item_id=item_id,
-                attempt=r.attempt,
-                duration_s=r.duration_s,
-                cost_usd=r.spend.cost_usd or None,
-                version=state.version,
+                AgentCompleted(
+                    item_id=item_id,
+                    attempt=r.attempt,
+                    duration_s=r.duration_s,
+                    version=state.version,
+                    cost_usd=r.spend.cost_usd or None,
+                )
             )
             return
         self.events.emit(
-            "agent_failed",
-            item_id=item_id,
-            attempt=r.attempt,
-            duration_s=r.duration_s,
-            error=r.error,
-            error_kind=r.error_kind,
-            exit_code=r.exit_code,
-            version=state.version,
+            AgentFailed(
+                item_id=item_id,
+                attempt=r.attempt,
+                duration_s=r.duration_s,
+                version=state.version,
+                error=r.error,
+                error_kind=r.error_kind,
+                exit_code=r.exit_code,
+            )
         )
         if record.outcome == "dead":
-            self.events.emit("dlq_item_added", item_id=item_id, attempts=r.attempt, error=r.error)
+            self.events.emit(DlqItemAdded(item_id=item_id, attempts=r.attempt, error=r.error))
 
 
 class AttemptLines:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from prodigy.events import EventLog
+from prodigy.events import AgentRetrying, AgentStarted, EventLog, MapStarted
 from prodigy.interrupts import Interrupts
 from prodigy.items import WorkItem
 from prodigy.progress import Reporter
@@ -89,7 +89,7 @@ class MapScheduler:
     async def run(self, indexes: Iterable[int]) -> None:
         """Run `indexes` to a final outcome each, or until the run is stopped."""
         self.queue.extend(indexes)
-        self.events.emit("map_started", items=len(self.queue), max_parallel=self.rules.max_parallel)
+        self.events.emit(MapStarted(items=len(self.queue), max_parallel=self.rules.max_parallel))
         self.reporter.start_map(counts(self.state))
         try:
             await self._loop()
@@ -152,7 +152,7 @@ class MapScheduler:
         """One attempt of one item; its outcome, or None for a duplicate result."""
         item = self.items.get(index)
         attempt = self.state.attempts[index] + 1
-        self.events.emit("agent_started", item_id=item.id, attempt=attempt)
+        self.events.emit(AgentStarted(item_id=item.id, attempt=attempt))
         result = await self.run_attempt(item, attempt)
         if self.interrupts.explains(result):
             return None  # cut short by the interrupt: not a failure, not counted
@@ -200,8 +200,5 @@ class MapScheduler:
         )
         heapq.heappush(self.delayed, (now + delay, index))
         self.events.emit(
-            "agent_retrying",
-            item_id=self.items.ids[index],
-            attempt=ended + 1,
-            delay_s=round(delay, 3),
+            AgentRetrying(item_id=self.items.ids[index], attempt=ended + 1, delay_s=round(delay, 3))
         )

@@ -6,7 +6,7 @@ import os
 
 from prodigy.engine import JobRunner, RunOptions, run_job
 from prodigy.errors import ProdigyError
-from prodigy.events import EventLog, EventType
+from prodigy.events import Event, EventLog
 from prodigy.job import JobMetadata
 from prodigy.journal import Journal
 from prodigy.progress import make_reporter
@@ -44,12 +44,11 @@ def execute(
     state: JobState,
     journal_valid_bytes: int | None,
     options: RunOptions,
-    first_event: EventType,
-    **event_fields: object,
+    first_event: Event,
 ) -> int:
     """Open the journal and events log and run the job to its end or interruption."""
     runner, events = open_runner(
-        job, meta, workflow, state, journal_valid_bytes, options, first_event, **event_fields
+        job, meta, workflow, state, journal_valid_bytes, options, first_event
     )
     try:
         return run_job(runner)
@@ -64,11 +63,10 @@ def open_runner(
     state: JobState,
     journal_valid_bytes: int | None,
     options: RunOptions,
-    first_event: EventType,
-    **event_fields: object,
+    first_event: Event,
 ) -> tuple[JobRunner, EventLog]:
     journal = Journal(job.journal, journal_valid_bytes)
     events = EventLog(job.events, job.job_id)
-    events.emit(first_event, workflow=meta.workflow_path, **event_fields)
+    events.emit(first_event)
     runner = JobRunner(job, meta, workflow, state, journal, events, make_reporter(), options)
     return runner, events

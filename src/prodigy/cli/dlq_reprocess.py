@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from prodigy.errors import ProdigyError
-from prodigy.events import EventLog
+from prodigy.events import DlqItemRemoved, DlqReprocessStarted, EventLog
 from prodigy.job import ItemsFile, append_records, read_job_metadata
 from prodigy.journal import read_journal
 from prodigy.lock import JobLock
@@ -98,7 +98,7 @@ def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], for
         try:
             for index in chosen:
                 events_log.emit(
-                    "dlq_item_removed", item_id=id_of[index], attempts=state.attempts[index]
+                    DlqItemRemoved(item_id=id_of[index], attempts=state.attempts[index])
                 )
         finally:
             events_log.close()
@@ -114,8 +114,7 @@ def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], for
             state,
             contents.valid_bytes,
             options,
-            "dlq_reprocess_started",
-            items=len(chosen),
+            DlqReprocessStarted(workflow=meta.workflow_path, items=len(chosen)),
         )
         try:
             return run_reprocess(runner, chosen, status_before)

@@ -16,7 +16,13 @@ from prodigy.checkpoint import CheckpointHead, read_checkpoint
 from prodigy.cli.common import check_claude, claude_bin, execute, verbose
 from prodigy.engine import RunOptions
 from prodigy.errors import ProdigyError, StateError
-from prodigy.events import EventLog, count_fields
+from prodigy.events import (
+    CheckpointRestored,
+    DlqItemRemoved,
+    EventLog,
+    JobResumed,
+    count_fields,
+)
 from prodigy.job import ItemsFile, append_records, read_job_metadata
 from prodigy.journal import read_journal
 from prodigy.lock import JobLock
@@ -264,11 +270,9 @@ def _resume_locked(
         events = EventLog(job.events, job.job_id)
         try:
             if from_checkpoint is not None:
-                events.emit(
-                    "checkpoint_restored", version=from_checkpoint, new_version=state.version
-                )
+                events.emit(CheckpointRestored(version=from_checkpoint, new_version=state.version))
             for index, item_id in zip(out_of_dlq, out_of_dlq_ids, strict=True):
-                events.emit("dlq_item_removed", item_id=item_id, attempts=state.attempts[index])
+                events.emit(DlqItemRemoved(item_id=item_id, attempts=state.attempts[index]))
         finally:
             events.close()
 
@@ -290,10 +294,10 @@ def _resume_locked(
         state,
         contents.valid_bytes,
         options,
-        "job_resumed",
-        version=state.version,
         # As the run starts: after any rollback or requeue above, so `remaining` is its work.
-        **count_fields(counts(state)),
+        JobResumed(
+            workflow=meta.workflow_path, version=state.version, **count_fields(counts(state))
+        ),
     )
 
 

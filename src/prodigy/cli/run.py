@@ -11,6 +11,7 @@ import msgspec
 from prodigy.cli.common import check_claude, claude_bin, execute, verbose
 from prodigy.display import one_line
 from prodigy.engine import RunOptions, base_environment, item_spec
+from prodigy.events import JobStarted
 from prodigy.items import WorkItem, load_items
 from prodigy.job import create_job, metadata_document
 from prodigy.lock import JobLock
@@ -81,9 +82,8 @@ def cook_workflow(
             max_items=max_items,
             preloaded_items=items,
         )
-        return execute(
-            job, meta, workflow, JobState(), None, options, "job_started", name=workflow.name
-        )
+        started = JobStarted(workflow=meta.workflow_path, name=workflow.name)
+        return execute(job, meta, workflow, JobState(), None, options, started)
     finally:
         lock.release()
 
