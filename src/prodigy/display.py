@@ -1,6 +1,12 @@
-"""How long values are fitted into one-line messages and listings."""
+"""How values are worded in messages and listings: one-line text, times.
+
+Pure text, no printing, so every layer (the engine's messages, the commands' tables) words a
+thing the same way.
+"""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 def one_line(text: str, limit: int) -> str:
@@ -8,3 +14,8 @@ def one_line(text: str, limit: int) -> str:
     sentence and a table row stays one row."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def format_time(value: datetime | None) -> str:
+    """A moment in local time to the second, `-` when unknown."""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"

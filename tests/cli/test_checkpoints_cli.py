@@ -16,9 +16,9 @@ import pytest
 
 from conftest import Env, job_id_of, wait_for
 from prodigy.checkpoint import encode_checkpoint
-from prodigy.jobinfo import rebuild_checkpoint_document
 from prodigy.lock import JobLock
 from prodigy.store import JobDir
+from prodigy.versions import rebuild_checkpoint_document
 
 # Five items succeed, two fail (exit 7), one times out; two attempts each: 5 + 3*2 = 11 versions.
 MIXED = """\

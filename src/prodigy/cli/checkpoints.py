@@ -18,16 +18,10 @@ from prodigy.checkpoint import FORMAT, encode_checkpoint
 from prodigy.cli.sessions import print_table, repository_summaries, say_no_jobs
 from prodigy.durations import format_duration, parse_duration
 from prodigy.errors import JobLocked, JobNotFound, ProdigyError, StateError, UsageError
-from prodigy.jobinfo import (
-    JobSummary,
-    checkpoint_files,
-    describe_failed,
-    directory_size,
-    rebuild_checkpoint_document,
-    summarize,
-)
 from prodigy.lock import JobLock, LockHolder, is_locked
 from prodigy.store import JobDir, find_job, find_repository, jobs_root, list_jobs
+from prodigy.summary import JobSummary, describe_failed, summarize
+from prodigy.versions import checkpoint_files, rebuild_checkpoint_document
 
 TRASH_PREFIX = ".deleting-"
 
@@ -282,7 +276,7 @@ def _clean_one(job: JobDir, force: bool, dry_run: bool) -> tuple[str, int]:
         refusal = _refusal(s, force)
         if refusal is not None:
             raise refusal
-        size = directory_size(job.path)
+        size = job.disk_usage()
         return _describe(s, size), size
     lock = _lock_for_clean(job)
     try:
@@ -291,7 +285,7 @@ def _clean_one(job: JobDir, force: bool, dry_run: bool) -> tuple[str, int]:
         refusal = _refusal(s, force)
         if refusal is not None:
             raise refusal
-        size = directory_size(job.path)
+        size = job.disk_usage()
         line = _describe(s, size)
         _delete(job)
     finally:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import click
 
-from prodigy.jobinfo import JobSummary, failed_split, format_time, summarize
+from prodigy.display import format_time
 from prodigy.store import find_job, find_repository, jobs_root, list_jobs
+from prodigy.summary import JobSummary, failed_split, summarize
 
 
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
