@@ -13,7 +13,8 @@ from typing import Any
 import click
 
 from prodigy.checkpoint import read_checkpoint
-from prodigy.cli.common import check_claude, claude_bin, execute, verbose
+from prodigy.cli.common import check_claude, claude_bin, execute, load_job_workflow, verbose
+from prodigy.cli.output import Settings, say, warn
 from prodigy.engine import RunOptions
 from prodigy.errors import ProdigyError, StateError
 from prodigy.events import EventLog
@@ -31,15 +32,7 @@ from prodigy.state import (
     replay,
 )
 from prodigy.store import JobDir, find_job, find_repository, list_jobs
-from prodigy.workflow import Workflow, load_workflow
-
-
-def _say(text: str) -> None:
-    click.echo(text)
-
-
-def _warn(text: str) -> None:
-    click.echo(text, err=True)
+from prodigy.workflow import Workflow
 
 
 def _set_aside_corrupt(job: JobDir) -> None:
@@ -48,7 +41,7 @@ def _set_aside_corrupt(job: JobDir) -> None:
     if target.exists():
         aside = target.with_name(f"corrupt-{target.name}")
         os.replace(target, aside)
-        _warn(f"The damaged checkpoint was kept as {aside}.")
+        warn(f"The damaged checkpoint was kept as {aside}.")
     job.latest.unlink(missing_ok=True)
 
 
@@ -85,26 +78,6 @@ def _check_consistency(
         )
 
 
-def load_job_workflow(
-    job: JobDir, path: Path, workflow_hash: str, skip_validation: bool
-) -> Workflow:
-    if not path.exists():
-        raise ProdigyError(
-            f"Workflow file not found: {path} (job {job.job_id} was started from it).",
-            hint="Restore it or recreate a workflow with the same structure at that path, then "
-            f"run `prodigy resume-job {job.job_id}` again.",
-        )
-    workflow = load_workflow(path)
-    if workflow.source_hash != workflow_hash and not skip_validation:
-        raise ProdigyError(
-            f"Workflow file {path} has changed since job {job.job_id} started, so resuming "
-            "could mix two different workflows.",
-            hint="Restore the original file, or pass --skip-validation to resume with the "
-            "changed one.",
-        )
-    return workflow
-
-
 def _fresh_limits(state: JobState, indexes: list[int], workflow: Workflow, extra: int) -> list[int]:
     rounds = workflow.error_policy.retry_config.max_attempts + extra
     return [state.attempts[i] + rounds for i in indexes]
@@ -123,7 +96,7 @@ def resume_job_id(
     lock.acquire()
     try:
         if lock.taken_over is not None:
-            _warn(
+            warn(
                 f"Taking over the lock of job {job.job_id} left by "
                 f"{lock.taken_over.describe()}, which is no longer running."
             )
@@ -154,7 +127,7 @@ def _resume_locked(
             raise
         latest_damaged = True
         checkpoint = None
-        _warn(
+        warn(
             f"The latest checkpoint of job {job.job_id} is unreadable; rebuilding from the "
             "journal instead."
         )
@@ -207,7 +180,7 @@ def _resume_locked(
                 )
             elif skip_validation:
                 said.append(f"Job {job.job_id} is complete: nothing is left to run.")
-                _say("\n".join(said))
+                say("\n".join(said))
                 return 0
             else:
                 raise ProdigyError(
@@ -232,7 +205,7 @@ def _resume_locked(
                     f"{state.reduce_done + 1} of {len(workflow.reduce)}"
                 )
 
-    _say("\n".join(said))
+    say("\n".join(said))
     if latest_damaged:
         _set_aside_corrupt(job)
     appended: list[Record] = []
@@ -251,12 +224,12 @@ def _resume_locked(
     parallel = max_parallel or configured
     remaining = counts(state).remaining
     if from_checkpoint is not None:
-        _say(f"Continuing from checkpoint v{from_checkpoint}...")
+        say(f"Continuing from checkpoint v{from_checkpoint}...")
     if max_parallel is not None and max_parallel != configured:
-        _say(f"Resuming job with max_parallel override: {configured} -> {max_parallel}")
-        _say(f"Processing {remaining} remaining items with {max_parallel} parallel agents...")
+        say(f"Resuming job with max_parallel override: {configured} -> {max_parallel}")
+        say(f"Processing {remaining} remaining items with {max_parallel} parallel agents...")
     elif from_checkpoint is None and phase(state, len(workflow.reduce)) == "map":
-        _say(f"Continuing with {remaining} pending items...")
+        say(f"Continuing with {remaining} pending items...")
     options = RunOptions(max_parallel=parallel, claude_bin=claude_bin(), verbose=verbose())
     return execute(
         job,
@@ -324,8 +297,6 @@ def resume_job(
 ) -> int:
     """Resume one job by id."""
     if verbose_flag:
-        from prodigy.cli.main import Settings
-
         Settings.verbose = max(Settings.verbose, 1)
     return resume_job_id(
         job_id, force, max_parallel, max_additional_retries, skip_validation, from_checkpoint
