@@ -251,7 +251,7 @@ def test_max_additional_retries_gives_exactly_n_more_attempts(w: Env) -> None:
 
     result = resume(w, "resume-job", job, "--max-additional-retries", "2")
     assert result.returncode == 3, result.stdout + result.stderr
-    assert "Resuming with 1 retriable items" in result.stdout
+    assert "Resuming with 1 retriable item" in result.stdout
     assert "Granting 2 additional retry attempts" in result.stdout
     # max_attempts (2) + 2 additional: attempts 1 to 4, each once, then the DLQ.
     assert attempts_of(w, "runs.log") == {"item_0": [1, 2, 3, 4], "item_1": [1]}

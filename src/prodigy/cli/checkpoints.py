@@ -16,7 +16,7 @@ import msgspec
 
 from prodigy.checkpoint import FORMAT, encode_checkpoint
 from prodigy.cli.output import say, say_no_jobs, table, warn
-from prodigy.display import byte_size
+from prodigy.display import byte_size, plural
 from prodigy.durations import format_duration, parse_duration
 from prodigy.errors import JobLocked, JobNotFound, ProdigyError, StateError, UsageError
 from prodigy.lock import JobLock, LockHolder, is_locked
@@ -209,7 +209,8 @@ def _refusal(s: JobSummary, force: bool) -> ProdigyError | None:
         hint = f"Resume it with `prodigy resume-job {s.job_id}`, or pass --force to delete it."
     return ProdigyError(
         f"Job {s.job_id} is not finished ({s.status_label}, {s.counts.succeeded}/"
-        f"{s.counts.total} items succeeded), so cleaning it would delete resumable work.",
+        f"{plural(s.counts.total, 'item')} succeeded), so cleaning it would delete resumable "
+        "work.",
         hint=hint,
     )
 
@@ -308,7 +309,7 @@ def _clean_all(older_than: timedelta, force: bool, dry_run: bool) -> int:
         say(f"{verb} {line}")
     if not dry_run:
         _sweep_trash(jobs_root(repo.name))
-    summary = f"{verb} {deleted} job{'s' if deleted != 1 else ''} ({byte_size(total_size)})"
+    summary = f"{verb} {plural(deleted, 'job')} ({byte_size(total_size)})"
     if kept:
         summary += f"; kept {kept} updated within the last {format_duration(older_than)}"
     if skipped:

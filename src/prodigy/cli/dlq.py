@@ -87,9 +87,11 @@ def status(job_id: str) -> int:
         say(f"No items in the DLQ of job {job.job_id}.")
     waiting = state.count(ItemStatus.FAILED)
     if waiting:
+        one = waiting == 1
         say(
-            f"{plural(waiting, 'more item')} failed but still have attempts left (not in the "
-            f"DLQ); `prodigy resume-job {job.job_id}` retries them."
+            f"{plural(waiting, 'more item')} failed but still {'has' if one else 'have'} "
+            f"attempts left (not in the DLQ); `prodigy resume-job {job.job_id}` retries "
+            f"{'it' if one else 'them'}."
         )
     return 0
 
@@ -175,7 +177,7 @@ def _print_attempt(attempt: Attempt, of: int) -> None:
     if attempt.cost_usd or attempt.input_tokens or attempt.output_tokens:
         say(
             f"  Cost: ${attempt.cost_usd:.4f} ({attempt.input_tokens} input / "
-            f"{attempt.output_tokens} output tokens)"
+            f"{plural(attempt.output_tokens, 'output token')})"
         )
     for name, value in msgspec.structs.asdict(attempt).items():
         if name not in _SHOWN_ATTEMPT_FIELDS and value not in (None, "", [], {}, False):

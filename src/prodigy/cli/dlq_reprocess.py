@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from prodigy.cli.output import say
+from prodigy.display import plural
 from prodigy.errors import ProdigyError
 from prodigy.job import ItemsFile, append_records, read_job_metadata
 from prodigy.journal import read_journal
@@ -80,11 +81,11 @@ def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], for
         review = [i for i in chosen if needs_manual_review(state.history.get(i, []))]
         if review and not force:
             chosen = [i for i in chosen if i not in review]
-            noun = "item needs" if len(review) == 1 else "items need"
+            one = len(review) == 1
             say(
-                f"Skipping {len(review)} {noun} manual review (the same error keeps "
-                "repeating, or the item lacks a field the template uses); pass --force to "
-                "include them."
+                f"Skipping {plural(len(review), 'item')} that {'needs' if one else 'need'} "
+                "manual review (the same error keeps repeating, or the item lacks a field the "
+                f"template uses); pass --force to include {'it' if one else 'them'}."
             )
         if not chosen:
             say(f"No DLQ items to reprocess in job {job.job_id}.")
@@ -92,7 +93,7 @@ def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], for
         # A changed template is allowed here: fixing it is a common reason to reprocess.
         workflow = load_job_workflow(job, Path(meta.workflow_path), meta.workflow_hash, True)
         check_claude(workflow)
-        say(f"Processing {len(chosen)} DLQ items...")
+        say(f"Processing {plural(len(chosen), 'DLQ item')}...")
         status_before = state.ended
         rounds = workflow.error_policy.retry_config.max_attempts
         requeue = Requeued(indexes=chosen, limits=[state.attempts[i] + rounds for i in chosen])

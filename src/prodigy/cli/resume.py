@@ -15,6 +15,7 @@ import click
 from prodigy.checkpoint import read_checkpoint
 from prodigy.cli.common import check_claude, claude_bin, execute, load_job_workflow, verbose
 from prodigy.cli.output import Settings, say, warn
+from prodigy.display import plural
 from prodigy.engine import RunOptions
 from prodigy.errors import ProdigyError, StateError
 from prodigy.events import EventLog
@@ -168,14 +169,15 @@ def _resume_locked(
                 limits = _fresh_limits(state, dead, workflow, extra_retries)
                 rerun_reduce = True
                 said.append(
-                    f"Forcing a re-run of {len(dead)} failed items and the reduce phase of "
-                    "a completed job"
+                    f"Forcing a re-run of {plural(len(dead), 'failed item')} and the reduce "
+                    "phase of a completed job"
                 )
             elif c.dead:
                 raise ProdigyError(
                     f"No retriable items found in job {job.job_id}: nothing is pending and the "
-                    f"{c.dead} failed items are in the DLQ.",
-                    hint=f"Use --force to retry them anyway, or `prodigy dlq reprocess "
+                    f"{plural(c.dead, 'failed item')} {'is' if c.dead == 1 else 'are'} in the DLQ.",
+                    hint=f"Use --force to retry {'it' if c.dead == 1 else 'them'} anyway, or "
+                    "`prodigy dlq reprocess "
                     f"{job.job_id}`.",
                 )
             elif skip_validation:
@@ -184,19 +186,19 @@ def _resume_locked(
                 return 0
             else:
                 raise ProdigyError(
-                    f"Job {job.job_id} is already complete ({c.succeeded}/{c.total} items "
-                    "succeeded, reduce done).",
+                    f"Job {job.job_id} is already complete ({c.succeeded}/"
+                    f"{plural(c.total, 'item')} succeeded, reduce done).",
                     hint="Use --force to re-run its reduce phase.",
                 )
         else:
             if force and state.indexes_with(ItemStatus.DEAD):
                 requeue = state.indexes_with(ItemStatus.DEAD)
                 limits = _fresh_limits(state, requeue, workflow, extra_retries)
-                said.append(f"Forcing {len(requeue)} DLQ items back into the queue")
+                said.append(f"Forcing {plural(len(requeue), 'DLQ item')} back into the queue")
             retriable = state.indexes_with(ItemStatus.FAILED)
             if extra_retries:
-                said.append(f"Resuming with {len(retriable)} retriable items")
-                said.append(f"Granting {extra_retries} additional retry attempts")
+                said.append(f"Resuming with {plural(len(retriable), 'retriable item')}")
+                said.append(f"Granting {plural(extra_retries, 'additional retry attempt')}")
                 requeue += retriable
                 limits += [state.limits[i] + extra_retries for i in retriable]
             if current == "reduce":
@@ -227,9 +229,12 @@ def _resume_locked(
         say(f"Continuing from checkpoint v{from_checkpoint}...")
     if max_parallel is not None and max_parallel != configured:
         say(f"Resuming job with max_parallel override: {configured} -> {max_parallel}")
-        say(f"Processing {remaining} remaining items with {max_parallel} parallel agents...")
+        say(
+            f"Processing {plural(remaining, 'remaining item')} with "
+            f"{plural(max_parallel, 'parallel agent')}..."
+        )
     elif from_checkpoint is None and phase(state, len(workflow.reduce)) == "map":
-        say(f"Continuing with {remaining} pending items...")
+        say(f"Continuing with {plural(remaining, 'pending item')}...")
     options = RunOptions(max_parallel=parallel, claude_bin=claude_bin(), verbose=verbose())
     return execute(
         job,

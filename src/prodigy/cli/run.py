@@ -10,7 +10,7 @@ import msgspec
 
 from prodigy.cli.common import check_claude, claude_bin, execute, verbose
 from prodigy.cli.output import say, warn
-from prodigy.display import one_line
+from prodigy.display import one_line, plural
 from prodigy.engine import RunOptions, base_environment, item_spec
 from prodigy.items import WorkItem, load_items
 from prodigy.job import create_job, metadata_document
@@ -33,13 +33,13 @@ def _dry_run(workflow: Workflow, items: list[WorkItem] | None, max_parallel: int
     say(f"Dry run: workflow '{workflow.name}' is valid; nothing was run or created.")
     if workflow.setup is not None and workflow.setup.steps:
         say(
-            f"Setup: {len(workflow.setup.steps)} steps would run first; the items are read "
-            f"from {workflow.map.input!r} after setup."
+            f"Setup: {plural(len(workflow.setup.steps), 'step')} would run first; the items "
+            f"are read from {workflow.map.input!r} after setup."
         )
     if items is not None:
-        say(f"{len(items)} items would run, {max_parallel} at a time:")
+        say(f"{plural(len(items), 'item')} would run, {max_parallel} at a time:")
         _preview(items)
-    say(f"Reduce: {len(workflow.reduce)} steps.")
+    say(f"Reduce: {plural(len(workflow.reduce), 'step')}.")
     return 0
 
 

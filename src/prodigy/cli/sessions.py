@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from prodigy.cli.output import say, say_no_jobs, table
-from prodigy.display import format_time
+from prodigy.display import format_time, plural
 from prodigy.store import find_job, find_repository
 from prodigy.summary import JobSummary, failed_split, repository_summaries, summarize
 
@@ -29,7 +29,7 @@ def _details(s: JobSummary) -> list[tuple[str, str]]:
             f"{c.succeeded} succeeded, {c.failed} failed ({failed_split(c)}), "
             f"{c.pending + c.running} pending, {c.total} total",
         ),
-        ("DLQ", f"{c.dead} item{'s' if c.dead != 1 else ''}"),
+        ("DLQ", plural(c.dead, "item")),
     ]
     on_disk = ", ".join(f"v{v}" for v in s.checkpoint_versions) or "none"
     current = f"v{s.version}" if s.version is not None else "unknown"
@@ -39,7 +39,8 @@ def _details(s: JobSummary) -> list[tuple[str, str]]:
         ("Last update", format_time(s.updated_at)),
         (
             "Cost",
-            f"${s.cost_usd:.4f} ({s.input_tokens} input / {s.output_tokens} output tokens)",
+            f"${s.cost_usd:.4f} ({s.input_tokens} input / "
+            f"{plural(s.output_tokens, 'output token')})",
         ),
         ("Working directory", s.workdir or "-"),
         ("State directory", str(s.state_dir)),
