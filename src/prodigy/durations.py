@@ -1,9 +1,6 @@
-"""Durations typed by people: one grammar (`number unit`, maybe repeated) read in two dialects.
-
-`WORKFLOW_SYNTAX` is what a workflow file accepts for timeouts and delays (`500ms`, `1.5m`, a bare
-number of seconds); `AGE_SYNTAX` is the strict one of `checkpoints clean --older-than` (`30m`,
-`7d`, `1h30m`), strict so a typo never deletes more than meant: a bare `7` (seconds? days?) is
-refused. Each caller words its own error, so each keeps its place in the user's input.
+"""Durations typed by people, one grammar in two dialects: `WORKFLOW_SYNTAX` for a workflow's
+timeouts and delays (`500ms`, `1.5m`, a bare `45` seconds) and the strict `AGE_SYNTAX` of
+`--older-than` (`30m`, `7d`, `1h30m`; a bare `7` is refused, so a typo never deletes too much).
 """
 
 from __future__ import annotations
@@ -47,8 +44,8 @@ class DurationSyntax:
         self._whole = re.compile(f"(?:{part})+" if compound else part)
 
     def seconds(self, text: str) -> float | None:
-        """`text` in seconds, or None when it is not a duration of this dialect. Whole-number
-        dialects add up exact integers, so `7d` is exactly 604800."""
+        """`text` in seconds, or None when it is not a duration of this dialect (each caller
+        words its own error, in its own place). Whole numbers add up exactly: `7d` is 604800."""
         compact = text.strip()
         if not self._whole.fullmatch(compact):
             return None
