@@ -1,4 +1,4 @@
-"""Durations for `--older-than`: exact values, strict refusal of anything ambiguous."""
+"""Durations: `--older-than`'s exact values and strict refusals, and the workflow dialect."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prodigy.durations import UNIT_SECONDS, format_duration, parse_duration
+from prodigy.durations import (
+    AGE_SYNTAX,
+    UNIT_SECONDS,
+    WORKFLOW_SYNTAX,
+    DurationSyntax,
+    format_duration,
+    parse_duration,
+)
 from prodigy.errors import EXIT_USAGE, UsageError
 
 
@@ -66,6 +73,39 @@ def test_any_text_parses_or_is_a_usage_error(text: str) -> None:
         assert not re.fullmatch(r"([0-9]+[smhdw])+", text.strip())
     else:
         assert parsed >= timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("30s", 30.0),
+        ("30 s", 30.0),
+        ("1.5m", 90.0),
+        (".5s", 0.5),
+        ("2.", 2.0),
+        ("45", 45.0),
+        (" 1h ", 3600.0),
+    ],
+)
+def test_workflow_dialect_reads_fractions_spaces_bare_seconds(text: str, seconds: float) -> None:
+    assert WORKFLOW_SYNTAX.seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "7d", "1h30m", "-1s", "1e3", "1 h 2", "s"])
+def test_workflow_dialect_refuses_what_it_does_not_know(text: str) -> None:
+    assert WORKFLOW_SYNTAX.seconds(text) is None
+
+
+@pytest.mark.parametrize("text", ["7", "1.5h", "500ms", "30 s"])
+def test_what_a_workflow_accepts_is_not_always_an_age(text: str) -> None:
+    assert WORKFLOW_SYNTAX.seconds(text) is not None
+    assert AGE_SYNTAX.seconds(text) is None
+
+
+def test_a_compound_dialect_cannot_have_bare_numbers() -> None:
+    with pytest.raises(ValueError):
+        DurationSyntax({"s": 1}, compound=True, bare_seconds=True)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,12 @@
-"""How long values are fitted into one-line messages and listings."""
+"""How values are worded in messages and listings: one-line text, counted nouns, times, sizes.
+
+Pure text, no printing, so every layer (the engine's messages, the commands' tables) words a
+thing the same way.
+"""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 def one_line(text: str, limit: int) -> str:
@@ -10,6 +16,31 @@ def one_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """`1 item`, `2 items`: a count with its noun agreeing."""
-    return f"{n} {word if n == 1 else (many or word + 's')}"
+def plural(n: int, word: str) -> str:
+    """`1 item`, `0 items`, `2 failed items`: the count and its noun (phrase), agreeing."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def format_time(value: datetime | None) -> str:
+    """A moment in local time to the second, `-` when unknown."""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def display_time(ts: str, millis: bool = True) -> str:
+    """`2026-11-27T03:01:02.123+01:00` as `2026-11-27 03:01:02.123`, the writer's wall clock."""
+    try:
+        moment = datetime.fromisoformat(ts)
+    except ValueError:
+        return ts
+    shown = moment.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{shown}.{moment.microsecond // 1000:03d}" if millis else shown
+
+
+def byte_size(n: int) -> str:
+    """`512 B`, `1.5 KB`, `2.0 GB`."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

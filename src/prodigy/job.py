@@ -1,7 +1,8 @@
 """A job on disk: its frozen items, its metadata and its state rebuilt from the journal.
 
 Items are frozen into `items.jsonl` once (after setup) and read back by byte offset, so only
-the ids and offsets of a 100,000-item job live in memory.
+the ids and offsets of a 100,000-item job live in memory. `metadata.json` is written and read
+back only here: strictly to run the job, leniently to list it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 from array import array
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,8 @@ from prodigy.errors import StateError
 from prodigy.events import now_iso
 from prodigy.items import WorkItem
 from prodigy.journal import Journal, JournalContents, read_journal
-from prodigy.state import JobState, Record, counts, phase, replay
-from prodigy.store import JobDir, atomic_write
+from prodigy.state import Counts, JobState, Record, counts, phase, replay
+from prodigy.store import JobDir, atomic_write, create_job_dir
 
 
 class _ItemLine(msgspec.Struct, array_like=True):
@@ -143,6 +145,7 @@ def metadata_document(
 
 
 def read_job_metadata(job: JobDir) -> JobMetadata:
+    """The identity a run needs; a missing field is a StateError."""
     raw = job.read_metadata()
     try:
         return JobMetadata(
@@ -168,8 +171,6 @@ def create_job(
     reduce_steps: int,
 ) -> tuple[JobDir, JobMetadata]:
     """Make the job directory with its metadata, empty journal and events log."""
-    from prodigy.store import create_job_dir
-
     job = create_job_dir(repo_name)
     meta = JobMetadata(
         job_id=job.job_id,
@@ -182,3 +183,86 @@ def create_job(
         created_at=now_iso(),
     )
     return job, meta
+
+
+@dataclass(frozen=True)
+class StoredMetadata:
+    """metadata.json read back for listings. Lenient: a field that is missing or of the wrong
+    type reads as unknown, so a damaged file still tells what it can. Its progress fields are
+    the journal's as of the last update: a fallback when the journal cannot be read."""
+
+    repo: str
+    workflow_name: str
+    workflow_path: str
+    workdir: str
+    reduce_steps: int
+    created_at: datetime | None
+    updated_at: datetime | None
+    status: str | None
+    phase: str
+    version: int | None
+    counts: Counts
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+
+
+def read_stored_metadata(job: JobDir) -> StoredMetadata:
+    """Raises StateError when the file is not a JSON object, OSError when it cannot be read."""
+    return stored_metadata(job.read_metadata())
+
+
+def stored_metadata(raw: dict[str, Any]) -> StoredMetadata:
+    cost = raw.get("cost")
+    stored_cost: dict[str, Any] = cost if isinstance(cost, dict) else {}
+    usd = stored_cost.get("usd")
+    status = raw.get("status")
+    version = raw.get("version")
+    return StoredMetadata(
+        repo=str(raw.get("repo") or ""),
+        workflow_name=str(raw.get("workflow_name") or ""),
+        workflow_path=str(raw.get("workflow_path") or ""),
+        workdir=str(raw.get("workdir") or ""),
+        reduce_steps=_int(raw.get("reduce_steps")),
+        created_at=_parse_time(raw.get("created_at")),
+        updated_at=_parse_time(raw.get("updated_at")),
+        status=status if isinstance(status, str) else None,
+        phase=str(raw.get("phase") or "unknown"),
+        version=version if isinstance(version, int) else None,
+        counts=_stored_counts(raw.get("counts")),
+        cost_usd=float(usd) if isinstance(usd, int | float) else 0.0,
+        input_tokens=_int(stored_cost.get("input_tokens")),
+        output_tokens=_int(stored_cost.get("output_tokens")),
+    )
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    # A naive time was written in local time; make it comparable with aware ones.
+    return parsed if parsed.tzinfo is not None else parsed.astimezone()
+
+
+def _stored_counts(stored: object) -> Counts:
+    if not isinstance(stored, dict):
+        return Counts(0, 0, 0, 0, 0, 0)
+    failed = _int(stored.get("failed"))
+    dead = _int(stored.get("dead_lettered"))
+    # metadata_document folds retriable items into both "failed" and "pending"; split them back.
+    retriable = max(0, failed - dead)
+    return Counts(
+        total=_int(stored.get("total")),
+        pending=max(0, _int(stored.get("pending")) - retriable),
+        succeeded=_int(stored.get("succeeded")),
+        retriable=retriable,
+        dead=dead,
+        skipped=0,
+    )

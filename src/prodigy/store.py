@@ -2,7 +2,8 @@
 
 Layout: $PRODIGY_HOME/state/{repo}/mapreduce/jobs/{job_id}/ holding the journal, checkpoints,
 `latest.json`, `metadata.json`, the frozen items, the events log and the lock. Every file that
-is replaced is written atomically (temporary file, fsync, rename, fsync of the directory).
+is replaced is written atomically (temporary file, fsync, rename, fsync of the directory). What
+is inside the files is for the modules that own them (`job`, `journal`, `checkpoint`, ...).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import msgspec
 from prodigy.errors import JobNotFound, ProdigyError, StateError
 
 JOB_ID_PATTERN = re.compile(r"^mapreduce-\d{8}-\d{6}(-\d+)?$")
+JOB_ID_TIME_FORMAT = "mapreduce-%Y%m%d-%H%M%S"  # then `-2`, `-3`... for ids taken that second
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-v(\d+)\.json$")
 
 
@@ -164,6 +167,26 @@ class JobDir:
     def write_metadata(self, data: dict[str, Any]) -> None:
         write_json(self.metadata, data)
 
+    def disk_usage(self) -> int:
+        """Bytes used by the files in the directory (symlinks not followed)."""
+        total = 0
+        for root, _dirs, files in os.walk(self.path):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(root, name)).st_size
+                except OSError:
+                    continue
+        return total
+
+
+def time_from_job_id(job_id: str) -> datetime | None:
+    """When the job was created, read from its id (for a job whose metadata is lost)."""
+    try:
+        stamp = job_id[len("mapreduce-") :][:15]
+        return datetime.strptime(stamp, JOB_ID_TIME_FORMAT.removeprefix("mapreduce-")).astimezone()
+    except ValueError:
+        return None
+
 
 def create_job_dir(repo: str) -> JobDir:
     """Make a new job directory with a fresh id; `mkdir` makes the choice race-free."""
@@ -183,7 +206,7 @@ def _reserve_job_dir(root: Path) -> JobDir:
     # across all of them; `mkdir` makes the reservation atomic between processes.
     ids = prodigy_home() / "ids"
     ids.mkdir(parents=True, exist_ok=True)
-    base = time.strftime("mapreduce-%Y%m%d-%H%M%S")
+    base = time.strftime(JOB_ID_TIME_FORMAT)
     suffix = 1
     while True:
         job_id = base if suffix == 1 else f"{base}-{suffix}"

@@ -34,6 +34,7 @@ from ruamel.yaml.composer import ComposerError
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from prodigy.durations import WORKFLOW_SYNTAX
 from prodigy.errors import InputError, UsageError, WorkflowError
 from prodigy.interpolate import referenced_names, split_name, to_text
 from prodigy.item_filter import FilterSyntaxError, compile_filter
@@ -45,8 +46,6 @@ MAP_FIELDS = ("successful", "failed", "total", "results", "skipped")
 RESERVED_NAMES = ITEM_VARIABLES | {"job_id", "map"}
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # pydantic's error type for the rules below; the sentence is carried whole in ctx["reason"].
 _RULE = "workflow_rule"
 
@@ -80,9 +79,9 @@ def _parse_duration(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
-        match = _DURATION.fullmatch(value.strip())
-        if match is not None:
-            return float(match.group(1)) * _DURATION_UNITS.get(match.group(2) or "s", 1.0)
+        seconds = WORKFLOW_SYNTAX.seconds(value)
+        if seconds is not None:
+            return seconds
     raise _rule(
         "must be a duration: a number of seconds or a string such as '500ms', '30s', '2m' "
         f"or '1h', got {_shown(value)}"

@@ -16,9 +16,9 @@ import pytest
 
 from conftest import Env, job_id_of, wait_for
 from prodigy.checkpoint import encode_checkpoint
-from prodigy.jobinfo import rebuild_checkpoint_document
 from prodigy.lock import JobLock
 from prodigy.store import JobDir
+from prodigy.versions import rebuild_checkpoint_document
 
 # Five items succeed, two fail (exit 7), one times out; two attempts each: 5 + 3*2 = 11 versions.
 MIXED = """\
@@ -402,3 +402,25 @@ def test_unknown_job_is_not_found(world: Env, args: list[str]) -> None:
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("error: Checkpoint not found")
     assert "mapreduce-20240101-123456" in result.stderr
+
+
+def test_one_item_is_counted_in_the_singular(world: Env) -> None:
+    """`1 item`, never `1 items`, in every command's wording of a one-item job."""
+    in_dlq = fast_job(world, ["fail"])
+    said = {
+        "dlq status": prodigy(world, "dlq", "status", in_dlq).stdout,
+        "sessions show": prodigy(world, "sessions", "show", in_dlq).stdout,
+        "resume-job": prodigy(world, "resume-job", in_dlq).stderr,
+    }
+    assert f"DLQ of job {in_dlq}: 1 item\n" in said["dlq status"]
+    assert "DLQ:" in said["sessions show"] and " 1 item\n" in said["sessions show"]
+    assert "the 1 failed item is in the DLQ" in said["resume-job"]
+    assert "retry it anyway" in said["resume-job"]
+
+    stopped = fast_job(world, ["fail"], policy="stop")
+    said["checkpoints clean"] = prodigy(world, "checkpoints", "clean", stopped).stderr
+    assert (
+        f"Job {stopped} is not finished (stopped, 0/1 item succeeded)" in said["checkpoints clean"]
+    )
+    for command, text in said.items():
+        assert "1 items" not in text and "1 failed items" not in text, (command, text)

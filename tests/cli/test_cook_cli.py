@@ -957,6 +957,27 @@ def test_dry_run_lists_items_and_creates_nothing(world: Env) -> None:
     assert not JOB_ID_MATCH.search(result.stdout)
 
 
+def test_dry_run_counts_one_item_and_one_step_in_the_singular(world: Env) -> None:
+    world.write_json("items.json", [{"path": "only.py"}])
+    result = cook(
+        world,
+        """
+        name: dry-one
+        mode: mapreduce
+        map:
+          input: items.json
+          agent_template:
+            - shell: "echo ${item.path}"
+        reduce:
+          - shell: "echo reduced"
+        """,
+        "--dry-run",
+    )
+    assert result.returncode == 0, explain(result)
+    assert "1 item would run, " in result.stdout and "Reduce: 1 step.\n" in result.stdout
+    assert "1 items" not in result.stdout
+
+
 def test_job_runs_on_when_the_reader_of_its_output_goes_away(world: Env) -> None:
     """`JOB=$(prodigy cook wf.yaml | head -1)`: reading the id and closing the pipe must not
     kill the job with a broken pipe."""

@@ -133,7 +133,7 @@ def test_success_removes_the_item_from_the_dlq_and_records_it_as_succeeded(world
     result = reprocess(world, job_id)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Processing 1 DLQ items..." in result.stdout
+    assert "Processing 1 DLQ item..." in result.stdout
     summary = summary_line(result.stdout)
     assert re.search(r"\b1 succeeded\b", summary) and re.search(r"\b0 failed\b", summary), summary
     assert dlq_list(world, job_id) == {}
@@ -175,7 +175,7 @@ def test_failure_keeps_the_item_with_its_history_extended(world: Env) -> None:
     result = reprocess(world, job_id, cwd=world.home.parent)
 
     assert result.returncode == 3, result.stdout + result.stderr
-    assert "Processing 1 DLQ items..." in result.stdout
+    assert "Processing 1 DLQ item..." in result.stdout
     summary = summary_line(result.stdout)
     assert re.search(r"\b0 succeeded\b", summary) and re.search(r"\b1 failed\b", summary), summary
     entry = dlq_list(world, job_id)["item_1"]
@@ -250,7 +250,7 @@ def test_item_option_reprocesses_only_that_item_and_rejects_bad_ids(world: Env) 
     result = reprocess(world, job_id, "--item", "item_2")
     # SPEC §1: 3 while the job still has items in its DLQ, whichever items were chosen.
     assert result.returncode == 3, result.stdout + result.stderr
-    assert "Processing 1 DLQ items..." in result.stdout
+    assert "Processing 1 DLQ item..." in result.stdout
     assert ran(world)[len(before) :] == [("item_2", 3)]
     assert set(dlq_list(world, job_id)) == {"item_1"}
     assert item_states(world, job_id)["item_2"]["status"] == "succeeded"
@@ -272,7 +272,7 @@ def test_manual_review_items_are_skipped_unless_forced(world: Env) -> None:
     assert first.returncode == 3, first.stdout + first.stderr
     said = (first.stdout + first.stderr).lower()
     assert "manual review" in said and "--force" in said, said
-    assert "Processing 1 DLQ items..." in first.stdout
+    assert "Processing 1 DLQ item..." in first.stdout
     entries = dlq_list(world, job_id)
     assert entries["item_1"]["attempts"] == 4
     assert entries["item_2"]["attempts"] == 1, "a skipped item must not run"
@@ -333,7 +333,7 @@ def test_concurrent_reprocess_and_resume_are_refused_while_one_runs(world: Env) 
             os.killpg(first.pid, signal.SIGKILL)
             raise
     assert first.returncode == 0, out + err
-    assert "Processing 1 DLQ items..." in out
+    assert "Processing 1 DLQ item..." in out
     assert dlq_list(world, job_id) == {}
     assert [a for i, a in ran(world) if i == "item_1"] == [1, 2, 3]
     assert item_states(world, job_id)["item_1"]["status"] == "succeeded"

@@ -20,10 +20,10 @@ from prodigy.cli.events import (
     EndTracker,
     Event,
     LineAssembler,
-    display_time,
     format_event,
     parse_line,
 )
+from prodigy.display import display_time
 from prodigy.lock import JobLock
 
 FAILING = """\

@@ -251,7 +251,7 @@ def test_max_additional_retries_gives_exactly_n_more_attempts(w: Env) -> None:
 
     result = resume(w, "resume-job", job, "--max-additional-retries", "2")
     assert result.returncode == 3, result.stdout + result.stderr
-    assert "Resuming with 1 retriable items" in result.stdout
+    assert "Resuming with 1 retriable item" in result.stdout
     assert "Granting 2 additional retry attempts" in result.stdout
     # max_attempts (2) + 2 additional: attempts 1 to 4, each once, then the DLQ.
     assert attempts_of(w, "runs.log") == {"item_0": [1, 2, 3, 4], "item_1": [1]}
@@ -467,7 +467,7 @@ def test_force_on_an_unfinished_job_records_only_the_dlq_items_it_requeues(w: En
 
     forced = resume(w, "resume-job", job, "--force", "--max-additional-retries", "1")
     assert forced.returncode == 3, forced.stdout + forced.stderr
-    assert "Forcing 1 DLQ items back into the queue" in forced.stdout
+    assert "Forcing 1 DLQ item back into the queue" in forced.stdout
     # Requeued together with the retriable item_0, but only item_1 left the DLQ.
     requeued = [r for r in journal(w, job) if r["type"] == "requeued"]
     assert [sorted(r["indexes"]) for r in requeued] == [[0, 1]]

@@ -15,19 +15,14 @@ import click
 import msgspec
 
 from prodigy.checkpoint import decode_checkpoint_head, encode_checkpoint
-from prodigy.cli.sessions import print_table, repository_summaries, say_no_jobs
+from prodigy.cli.output import say, say_no_jobs, table, warn
+from prodigy.display import byte_size, plural
 from prodigy.durations import format_duration, parse_duration
 from prodigy.errors import JobLocked, JobNotFound, ProdigyError, StateError, UsageError
-from prodigy.jobinfo import (
-    JobSummary,
-    checkpoint_files,
-    describe_failed,
-    directory_size,
-    rebuild_checkpoint_document,
-    summarize,
-)
 from prodigy.lock import JobLock, LockHolder, is_locked
 from prodigy.store import JobDir, find_job, find_repository, jobs_root, list_jobs
+from prodigy.summary import JobSummary, describe_failed, repository_summaries, summarize
+from prodigy.versions import checkpoint_files, rebuild_checkpoint_document
 
 TRASH_PREFIX = ".deleting-"
 
@@ -59,14 +54,14 @@ def checkpoints() -> None:
 def _print_job_status(job: JobDir) -> None:
     s = summarize(job)
     for problem in s.problems:
-        click.echo(f"warning: {problem}.", err=True)
+        warn(f"warning: {problem}.")
     c = s.counts
-    click.echo(f"Job Status: {'Complete' if s.phase == 'done' else 'Incomplete'}")
-    click.echo(f"- Successful: {c.succeeded}")
-    click.echo(f"- Failed: {describe_failed(c)}")
-    click.echo(f"- Pending: {c.pending}")
-    click.echo()
-    click.echo("Available checkpoints:")
+    say(f"Job Status: {'Complete' if s.phase == 'done' else 'Incomplete'}")
+    say(f"- Successful: {c.succeeded}")
+    say(f"- Failed: {describe_failed(c)}")
+    say(f"- Pending: {c.pending}")
+    say()
+    say("Available checkpoints:")
     files = checkpoint_files(job)
     versions = [f.version for f in files]
     latest = s.latest_checkpoint if s.latest_checkpoint in versions else None
@@ -75,14 +70,14 @@ def _print_job_status(job: JobDir) -> None:
     for f in files:
         tag = " (latest)" if f.version == latest else ""
         if f.problem is None:
-            click.echo(f"- v{f.version}{tag}: {f.succeeded}/{f.total} complete")
+            say(f"- v{f.version}{tag}: {f.succeeded}/{f.total} complete")
         else:
-            click.echo(f"- v{f.version}{tag}: unreadable ({f.problem})")
+            say(f"- v{f.version}{tag}: unreadable ({f.problem})")
     if not files:
-        click.echo("- none on disk")
-    click.echo()
+        say("- none on disk")
+    say()
     if s.version is not None:
-        click.echo(
+        say(
             f"Any version from v0 to v{s.version} can be restored with "
             f"`prodigy resume-job {s.job_id} --from-checkpoint N`."
         )
@@ -95,11 +90,12 @@ def list_checkpoints(job_id: str | None) -> int:
     if job_id is not None:
         _print_job_status(find_job(job_id))
         return 0
-    repo, jobs = repository_summaries()
+    repo = find_repository(Path.cwd()).name
+    jobs = repository_summaries(repo)
     if not jobs:
         say_no_jobs(repo)
         return 0
-    print_table(
+    table(
         ["JOB ID", "STATUS", "DONE/TOTAL"],
         [[s.job_id, s.status_label, f"{s.counts.succeeded}/{s.counts.total}"] for s in jobs],
     )
@@ -164,10 +160,9 @@ def show(job_id: str, version: int | None) -> int:
             data = _checkpoint_bytes(job, wanted)
         if data is None:
             data = encode_checkpoint(rebuild_checkpoint_document(job, wanted))
-            click.echo(
+            warn(
                 f"Checkpoint v{wanted} of job {job.job_id} has no file on disk (files on disk: "
-                f"{_on_disk(job)}); it was rebuilt from the journal.",
-                err=True,
+                f"{_on_disk(job)}); it was rebuilt from the journal."
             )
     sys.stdout.flush()
     sys.stdout.buffer.write(msgspec.json.format(data, indent=2).rstrip(b"\n") + b"\n")
@@ -178,19 +173,10 @@ def show(job_id: str, version: int | None) -> int:
 # ---- clean ---------------------------------------------------------------------------------------
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def _describe(s: JobSummary, size: int) -> str:
     return (
         f"{s.job_id} ({s.status_label}, {s.counts.succeeded}/{s.counts.total} succeeded, "
-        f"last update {format_duration(timedelta(seconds=s.age()))} ago, {_size(size)})"
+        f"last update {format_duration(timedelta(seconds=s.age()))} ago, {byte_size(size)})"
     )
 
 
@@ -217,7 +203,8 @@ def _refusal(s: JobSummary, force: bool) -> ProdigyError | None:
         hint = f"Resume it with `prodigy resume-job {s.job_id}`, or pass --force to delete it."
     return ProdigyError(
         f"Job {s.job_id} is not finished ({s.status_label}, {s.counts.succeeded}/"
-        f"{s.counts.total} items succeeded), so cleaning it would delete resumable work.",
+        f"{plural(s.counts.total, 'item')} succeeded), so cleaning it would delete resumable "
+        "work.",
         hint=hint,
     )
 
@@ -247,10 +234,9 @@ def _delete(job: JobDir) -> None:
         shutil.rmtree(trash)
     except OSError as exc:
         # The job is already out of every listing; the next clean sweeps what is left.
-        click.echo(
+        warn(
             f"warning: {trash} could not be removed completely ({exc.strerror or exc}); "
-            "the next `prodigy checkpoints clean` will retry.",
-            err=True,
+            "the next `prodigy checkpoints clean` will retry."
         )
 
 
@@ -276,7 +262,7 @@ def _clean_one(job: JobDir, force: bool, dry_run: bool) -> tuple[str, int]:
         refusal = _refusal(s, force)
         if refusal is not None:
             raise refusal
-        size = directory_size(job.path)
+        size = job.disk_usage()
         return _describe(s, size), size
     lock = _lock_for_clean(job)
     try:
@@ -285,7 +271,7 @@ def _clean_one(job: JobDir, force: bool, dry_run: bool) -> tuple[str, int]:
         refusal = _refusal(s, force)
         if refusal is not None:
             raise refusal
-        size = directory_size(job.path)
+        size = job.disk_usage()
         line = _describe(s, size)
         _delete(job)
     finally:
@@ -310,14 +296,14 @@ def _clean_all(older_than: timedelta, force: bool, dry_run: bool) -> int:
             continue  # deleted by another clean meanwhile
         except ProdigyError as exc:
             skipped += 1
-            click.echo(f"Skipped: {exc.message}")
+            say(f"Skipped: {exc.message}")
             continue
         deleted += 1
         total_size += size
-        click.echo(f"{verb} {line}")
+        say(f"{verb} {line}")
     if not dry_run:
         _sweep_trash(jobs_root(repo.name))
-    summary = f"{verb} {deleted} job{'s' if deleted != 1 else ''} ({_size(total_size)})"
+    summary = f"{verb} {plural(deleted, 'job')} ({byte_size(total_size)})"
     if kept:
         summary += f"; kept {kept} updated within the last {format_duration(older_than)}"
     if skipped:
@@ -325,7 +311,7 @@ def _clean_all(older_than: timedelta, force: bool, dry_run: bool) -> int:
         if not force:
             summary += " (unfinished ones are deleted only with --force; running ones never)"
     summary += "; nothing was deleted (dry run)." if dry_run else "."
-    click.echo(summary)
+    say(summary)
     return 0
 
 
@@ -367,10 +353,10 @@ def clean(
     job = find_job(job_id)
     line, size = _clean_one(job, force, dry_run)
     if dry_run:
-        click.echo(f"Would delete {line}")
-        click.echo(f"Would delete 1 job ({_size(size)}); nothing was deleted (dry run).")
+        say(f"Would delete {line}")
+        say(f"Would delete 1 job ({byte_size(size)}); nothing was deleted (dry run).")
     else:
-        click.echo(f"Deleted {line}")
-        click.echo(f"Deleted 1 job ({_size(size)}).")
+        say(f"Deleted {line}")
+        say(f"Deleted 1 job ({byte_size(size)}).")
         _sweep_trash(job.path.parent)
     return 0

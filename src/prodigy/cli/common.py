@@ -1,9 +1,13 @@
-"""Pieces shared by the commands that run items: the Claude pre-flight and starting a runner."""
+"""What the commands that run items share (cook, resume, dlq reprocess): the Claude
+pre-flight, loading a job's workflow back, and starting a runner.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+from prodigy.cli.output import Settings
 from prodigy.engine import JobRunner, RunOptions, run_job
 from prodigy.errors import ProdigyError
 from prodigy.events import Event, EventLog
@@ -13,12 +17,10 @@ from prodigy.progress import make_reporter
 from prodigy.state import JobState
 from prodigy.steps import claude_available
 from prodigy.store import JobDir
-from prodigy.workflow import Workflow
+from prodigy.workflow import Workflow, load_workflow
 
 
 def verbose() -> bool:
-    from prodigy.cli.main import Settings
-
     return Settings.verbose > 0
 
 
@@ -35,6 +37,26 @@ def check_claude(workflow: Workflow) -> None:
             hint="Install it (`npm install -g @anthropic-ai/claude-code`) or point "
             "PRODIGY_CLAUDE_BIN at the executable.",
         )
+
+
+def load_job_workflow(
+    job: JobDir, path: Path, workflow_hash: str, skip_validation: bool
+) -> Workflow:
+    if not path.exists():
+        raise ProdigyError(
+            f"Workflow file not found: {path} (job {job.job_id} was started from it).",
+            hint="Restore it or recreate a workflow with the same structure at that path, then "
+            f"run `prodigy resume-job {job.job_id}` again.",
+        )
+    workflow = load_workflow(path)
+    if workflow.source_hash != workflow_hash and not skip_validation:
+        raise ProdigyError(
+            f"Workflow file {path} has changed since job {job.job_id} started, so resuming "
+            "could mix two different workflows.",
+            hint="Restore the original file, or pass --skip-validation to resume with the "
+            "changed one.",
+        )
+    return workflow
 
 
 def execute(

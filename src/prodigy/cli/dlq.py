@@ -10,9 +10,8 @@ from typing import Any
 import click
 import msgspec
 
-from prodigy.cli.events import display_time
-from prodigy.cli.sessions import print_table
-from prodigy.display import one_line
+from prodigy.cli.output import say, table, warn
+from prodigy.display import display_time, one_line, plural
 from prodigy.dlq import DlqEntry, DlqSummary, dlq_entries, lookup_item, status_phrase, summarize
 from prodigy.errors import ProdigyError
 from prodigy.job import load_state
@@ -46,35 +45,31 @@ def dlq() -> None:
     """Inspect the dead letter queue: items whose attempts are used up."""
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 # ---- status ------------------------------------------------------------------------------------
 
 
 def _print_summary(job: JobDir, summary: DlqSummary) -> None:
-    click.echo(f"DLQ of job {job.job_id}: {_plural(summary.total, 'item')}")
-    click.echo(f"- Retriable (a plain reprocess may help): {summary.retriable}")
-    click.echo(f"- Needing manual review: {summary.manual_review}")
-    click.echo("")
-    click.echo("By error kind:")
-    print_table(["KIND", "ITEMS"], [[g.error_kind, str(g.count)] for g in summary.by_kind])
-    click.echo("")
-    click.echo("By error signature:")
-    print_table(
+    say(f"DLQ of job {job.job_id}: {plural(summary.total, 'item')}")
+    say(f"- Retriable (a plain reprocess may help): {summary.retriable}")
+    say(f"- Needing manual review: {summary.manual_review}")
+    say("")
+    say("By error kind:")
+    table(["KIND", "ITEMS"], [[g.error_kind, str(g.count)] for g in summary.by_kind])
+    say("")
+    say("By error signature:")
+    table(
         ["SIGNATURE", "ITEMS", "KIND", "SAMPLE ERROR"],
         [
             [g.signature, str(g.count), g.error_kind, one_line(g.sample_error, SAMPLE_ERROR_CHARS)]
             for g in summary.by_signature
         ],
     )
-    click.echo("")
-    click.echo(f"List them: prodigy dlq list {job.job_id}")
+    say("")
+    say(f"List them: prodigy dlq list {job.job_id}")
     if summary.retriable:
-        click.echo(f"Retry them: prodigy dlq reprocess {job.job_id}")
+        say(f"Retry them: prodigy dlq reprocess {job.job_id}")
     if summary.manual_review:
-        click.echo("Items needing manual review are skipped by `dlq reprocess` unless --force.")
+        say("Items needing manual review are skipped by `dlq reprocess` unless --force.")
 
 
 @dlq.command("status")
@@ -87,12 +82,14 @@ def status(job_id: str) -> int:
     if entries:
         _print_summary(job, summarize(entries))
     else:
-        click.echo(f"No items in the DLQ of job {job.job_id}.")
+        say(f"No items in the DLQ of job {job.job_id}.")
     waiting = state.count(ItemStatus.RETRIABLE)
     if waiting:
-        click.echo(
-            f"{_plural(waiting, 'more item')} failed but still have attempts left (not in the "
-            f"DLQ); `prodigy resume-job {job.job_id}` retries them."
+        one = waiting == 1
+        say(
+            f"{plural(waiting, 'more item')} failed but still {'has' if one else 'have'} "
+            f"attempts left (not in the DLQ); `prodigy resume-job {job.job_id}` retries "
+            f"{'it' if one else 'them'}."
         )
     return 0
 
@@ -129,11 +126,11 @@ def list_(job_id: str, as_json: bool, limit: int | None) -> int:
     shown = entries[:limit] if limit is not None else entries
     if as_json:
         document = msgspec.json.encode([entry_json(e) for e in shown])
-        click.echo(msgspec.json.format(document, indent=2).decode())
+        say(msgspec.json.format(document, indent=2).decode())
     elif not entries:
-        click.echo(f"No items in the DLQ of job {job.job_id}.")
+        say(f"No items in the DLQ of job {job.job_id}.")
     else:
-        print_table(
+        table(
             ["ITEM", "ATTEMPTS", "KIND", "LAST ERROR", "LAST ATTEMPT"],
             [
                 [
@@ -147,7 +144,7 @@ def list_(job_id: str, as_json: bool, limit: int | None) -> int:
             ],
         )
     if len(shown) < len(entries):
-        click.echo(f"Showing {len(shown)} of {len(entries)} DLQ items (--limit {limit}).", err=True)
+        warn(f"Showing {len(shown)} of {len(entries)} DLQ items (--limit {limit}).")
     return 0
 
 
@@ -163,29 +160,27 @@ def _ending(attempt: Attempt) -> str:
 
 
 def _block(title: str, text: str) -> None:
-    click.echo(f"  {title}:")
+    say(f"  {title}:")
     for line in text.rstrip("\n").splitlines():
-        click.echo(f"    {line}")
+        say(f"    {line}")
 
 
 def _print_attempt(attempt: Attempt, of: int) -> None:
     when = display_time(attempt.started_at)
-    click.echo(
-        f"Attempt {attempt.attempt} of {of}: {when}, {attempt.duration_s:.2f}s, {_ending(attempt)}"
-    )
+    say(f"Attempt {attempt.attempt} of {of}: {when}, {attempt.duration_s:.2f}s, {_ending(attempt)}")
     if attempt.failed_step:
-        click.echo(f"  Failed step: {attempt.failed_step}")
+        say(f"  Failed step: {attempt.failed_step}")
     kind = f" ({attempt.error_kind})" if attempt.error_kind else ""
-    click.echo(f"  Error{kind}: {attempt.error or '(no message)'}")
+    say(f"  Error{kind}: {attempt.error or '(no message)'}")
     spend = attempt.spend
     if spend:
-        click.echo(
+        say(
             f"  Cost: ${spend.cost_usd:.4f} ({spend.input_tokens} input / "
-            f"{spend.output_tokens} output tokens)"
+            f"{plural(spend.output_tokens, 'output token')})"
         )
     for name, value in msgspec.structs.asdict(attempt).items():
         if name not in _SHOWN_ATTEMPT_FIELDS and value not in (None, "", [], {}, False):
-            click.echo(f"  {name.replace('_', ' ').capitalize()}: {value}")
+            say(f"  {name.replace('_', ' ').capitalize()}: {value}")
     if attempt.output.strip():
         _block("Output (tail)", attempt.output)
     if attempt.stderr.strip():
@@ -193,20 +188,20 @@ def _print_attempt(attempt: Attempt, of: int) -> None:
 
 
 def print_entry(job: JobDir, entry: DlqEntry) -> None:
-    click.echo(
+    say(
         f"Item {entry.item_id} of job {job.job_id}: in the DLQ after "
-        f"{_plural(entry.attempt_count, 'attempt')}."
+        f"{plural(entry.attempt_count, 'attempt')}."
     )
     reason = entry.review_reason()
     if reason is None:
-        click.echo(f"Retriable: `prodigy dlq reprocess {job.job_id}` may help.")
+        say(f"Retriable: `prodigy dlq reprocess {job.job_id}` may help.")
     else:
-        click.echo(f"Needs manual review: {reason}.")
-    click.echo("")
-    click.echo("Item data:")
-    click.echo(msgspec.json.format(msgspec.json.encode(entry.data), indent=2).decode())
+        say(f"Needs manual review: {reason}.")
+    say("")
+    say("Item data:")
+    say(msgspec.json.format(msgspec.json.encode(entry.data), indent=2).decode())
     for attempt in entry.attempts:
-        click.echo("")
+        say("")
         _print_attempt(attempt, entry.attempt_count)
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from prodigy.cli.output import say
+from prodigy.display import plural
 from prodigy.errors import ProdigyError
 from prodigy.events import DlqItemRemoved, DlqReprocessStarted, EventLog
 from prodigy.job import ItemsFile, append_records, read_job_metadata
@@ -54,8 +56,13 @@ def _choose(
 def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], force: bool) -> int:
     """Run the DLQ items of JOB_ID again; successes leave the DLQ."""
     # The engine is imported here so that `prodigy dlq list` stays quick to start.
-    from prodigy.cli.common import check_claude, claude_bin, open_runner, verbose
-    from prodigy.cli.resume import load_job_workflow
+    from prodigy.cli.common import (
+        check_claude,
+        claude_bin,
+        load_job_workflow,
+        open_runner,
+        verbose,
+    )
     from prodigy.engine import RunOptions, run_reprocess
 
     job = find_job(job_id)
@@ -76,19 +83,19 @@ def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], for
         review = [i for i in chosen if needs_manual_review(state.history.get(i, []))]
         if review and not force:
             chosen = [i for i in chosen if i not in review]
-            noun = "item needs" if len(review) == 1 else "items need"
-            click.echo(
-                f"Skipping {len(review)} {noun} manual review (the same error keeps "
-                "repeating, or the item lacks a field the template uses); pass --force to "
-                "include them."
+            one = len(review) == 1
+            say(
+                f"Skipping {plural(len(review), 'item')} that {'needs' if one else 'need'} "
+                "manual review (the same error keeps repeating, or the item lacks a field the "
+                f"template uses); pass --force to include {'it' if one else 'them'}."
             )
         if not chosen:
-            click.echo(f"No DLQ items to reprocess in job {job.job_id}.")
+            say(f"No DLQ items to reprocess in job {job.job_id}.")
             return 0
         # A changed template is allowed here: fixing it is a common reason to reprocess.
         workflow = load_job_workflow(job, Path(meta.workflow_path), meta.workflow_hash, True)
         check_claude(workflow)
-        click.echo(f"Processing {len(chosen)} DLQ items...")
+        say(f"Processing {plural(len(chosen), 'DLQ item')}...")
         status_before = state.ended
         rounds = workflow.error_policy.retry_config.max_attempts
         requeue = Requeued(indexes=chosen, limits=[state.attempts[i] + rounds for i in chosen])

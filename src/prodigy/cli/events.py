@@ -7,19 +7,18 @@ its newline arrives, and stops by itself when the job has ended and nothing hold
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 import msgspec
 
-from prodigy.display import one_line
+from prodigy.cli.output import quiet_broken_pipe, say, warn
+from prodigy.display import display_time, one_line
 from prodigy.errors import ProdigyError
 from prodigy.events import END_EVENTS, EVENT_TYPES, TornLine
 from prodigy.job import ItemsFile
@@ -120,16 +119,6 @@ class EndTracker:
             self.end_type = event.type
 
 
-def display_time(ts: str, millis: bool = True) -> str:
-    """`2026-11-27T03:01:02.123+01:00` as `2026-11-27 03:01:02.123`, the writer's wall clock."""
-    try:
-        moment = datetime.fromisoformat(ts)
-    except ValueError:
-        return ts
-    shown = moment.strftime("%Y-%m-%d %H:%M:%S")
-    return f"{shown}.{moment.microsecond // 1000:03d}" if millis else shown
-
-
 def _compact(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -196,24 +185,6 @@ def torn_message(torn: TornLine, path: Path, complete: bool = True) -> str:
     return (
         f"warning: {path.name} line {torn.line_number} {what}, skipped: {one_line(torn.text, 80)}"
     )
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def _warn(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
-
-
-def _quiet_broken_pipe() -> int:
-    """The reader (`head`, say) went away: stop quietly, and keep Python's exit flush silent."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    return 0
 
 
 def _check_item(job: JobDir, item_id: str) -> None:
@@ -283,22 +254,22 @@ def show(
     if item_id is not None:
         _check_item(job, item_id)
     if not job.events.exists():
-        _warn(f"No events recorded yet for job {job.job_id}.")
+        warn(f"No events recorded yet for job {job.job_id}.")
         return 0
     selected = select_events(
         read_log(job.events),
         types,
         item_id,
         tail,
-        lambda torn: _warn(torn_message(torn, job.events, complete=False)),
+        lambda torn: warn(torn_message(torn, job.events, complete=False)),
     )
     try:
         for event in selected:
-            _out(event.raw if as_json else format_event(event.data))
+            say(event.raw if as_json else format_event(event.data))
     except BrokenPipeError:
-        return _quiet_broken_pipe()
+        return quiet_broken_pipe()
     if not selected and (types or item_id is not None):
-        _warn(f"No events of job {job.job_id} match the filters.")
+        warn(f"No events of job {job.job_id} match the filters.")
     return 0
 
 
@@ -370,11 +341,11 @@ def follow(job: JobDir, as_json: bool) -> int:
                     continue
                 line = parse_line(raw, number)
                 if isinstance(line, TornLine):
-                    _warn(torn_message(line, job.events))
+                    warn(torn_message(line, job.events))
                     continue
                 tracker.observe(line)
                 ended_now = ended_now or line.type in END_EVENTS
-                _out(line.raw if as_json else format_event(line.data))
+                say(line.raw if as_json else format_event(line.data))
             if ended_now and tracker.ended and not first_pass:
                 # The end arrived while watching: the run is over, whoever holds the lock.
                 return 0
@@ -388,7 +359,7 @@ def follow(job: JobDir, as_json: bool) -> int:
             elif unheld_since is None:
                 unheld_since = time.monotonic()
             elif time.monotonic() - unheld_since >= ABANDONED_SECONDS:
-                _warn(
+                warn(
                     f"Job {job.job_id} is not running and its last run recorded no end (it "
                     f"crashed or was killed). Resume it with `prodigy resume-job {job.job_id}`."
                 )
@@ -409,10 +380,10 @@ def watch(job_id: str | None, as_json: bool) -> int:
     """
     job = find_job(job_id) if job_id else _newest_job()
     if not job_id:
-        _warn(f"Watching job {job.job_id} (Ctrl-C to stop).")
+        warn(f"Watching job {job.job_id} (Ctrl-C to stop).")
     try:
         return follow(job, as_json)
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:
-        return _quiet_broken_pipe()
+        return quiet_broken_pipe()

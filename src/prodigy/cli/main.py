@@ -14,11 +14,8 @@ from typing import ClassVar
 import click
 
 from prodigy import __version__
+from prodigy.cli.output import Settings, warn
 from prodigy.errors import EXIT_FAILURE, EXIT_SIGINT, ProdigyError
-
-
-class Settings:
-    verbose = 0
 
 
 class LazyGroup(click.Group):
@@ -67,7 +64,7 @@ def cli(verbose: int) -> None:
 
 def report_error(exc: ProdigyError) -> None:
     message = exc.message if not exc.hint else f"{exc.message} {exc.hint}"
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    warn(f"error: {message}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,13 +77,13 @@ def main(argv: list[str] | None = None) -> None:
         # One sentence and the way out, like every other error, instead of click's usage block.
         command = exc.ctx.command_path if exc.ctx is not None else "prodigy"
         message = exc.format_message().rstrip(".")
-        print(f"error: {message}. See '{command} --help'.", file=sys.stderr, flush=True)
+        warn(f"error: {message}. See '{command} --help'.")
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        print(f"error: {exc.format_message()}", file=sys.stderr, flush=True)
+        warn(f"error: {exc.format_message()}")
         sys.exit(exc.exit_code)
     except click.Abort:
-        print("Aborted.", file=sys.stderr)
+        warn("Aborted.")
         sys.exit(EXIT_FAILURE)
     except ProdigyError as exc:
         if Settings.verbose:
@@ -94,24 +91,20 @@ def main(argv: list[str] | None = None) -> None:
         report_error(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
+        warn("Interrupted.")
         sys.exit(EXIT_SIGINT)
     except OSError as exc:
         if Settings.verbose:
             traceback.print_exc()
         where = f" ({exc.filename})" if exc.filename else ""
-        print(
+        warn(
             f"error: {exc.strerror or exc}{where}; the job's state on disk is unchanged "
-            "up to this point, so it can be resumed once the cause is fixed.",
-            file=sys.stderr,
+            "up to this point, so it can be resumed once the cause is fixed."
         )
         sys.exit(EXIT_FAILURE)
     except Exception as exc:  # the last line of defence: never a bare traceback
         if Settings.verbose:
             traceback.print_exc()
-        print(
-            f"error: internal error: {exc!r}. Run again with -v for the traceback and report it.",
-            file=sys.stderr,
-        )
+        warn(f"error: internal error: {exc!r}. Run again with -v for the traceback and report it.")
         sys.exit(EXIT_FAILURE)
     sys.exit(result if isinstance(result, int) else 0)

@@ -13,7 +13,9 @@ from typing import Any
 import click
 
 from prodigy.checkpoint import CheckpointHead, read_checkpoint
-from prodigy.cli.common import check_claude, claude_bin, execute, verbose
+from prodigy.cli.common import check_claude, claude_bin, execute, load_job_workflow, verbose
+from prodigy.cli.output import Settings, say, warn
+from prodigy.display import plural
 from prodigy.engine import RunOptions
 from prodigy.errors import ProdigyError, StateError
 from prodigy.events import (
@@ -37,15 +39,7 @@ from prodigy.state import (
     replay,
 )
 from prodigy.store import JobDir, find_job, find_repository, list_jobs
-from prodigy.workflow import Workflow, load_workflow
-
-
-def _say(text: str) -> None:
-    click.echo(text)
-
-
-def _warn(text: str) -> None:
-    click.echo(text, err=True)
+from prodigy.workflow import Workflow
 
 
 def _set_aside_corrupt(job: JobDir) -> None:
@@ -54,7 +48,7 @@ def _set_aside_corrupt(job: JobDir) -> None:
     if target.exists():
         aside = target.with_name(f"corrupt-{target.name}")
         os.replace(target, aside)
-        _warn(f"The damaged checkpoint was kept as {aside}.")
+        warn(f"The damaged checkpoint was kept as {aside}.")
     job.latest.unlink(missing_ok=True)
 
 
@@ -92,26 +86,6 @@ def _check_consistency(
         )
 
 
-def load_job_workflow(
-    job: JobDir, path: Path, workflow_hash: str, skip_validation: bool
-) -> Workflow:
-    if not path.exists():
-        raise ProdigyError(
-            f"Workflow file not found: {path} (job {job.job_id} was started from it).",
-            hint="Restore it or recreate a workflow with the same structure at that path, then "
-            f"run `prodigy resume-job {job.job_id}` again.",
-        )
-    workflow = load_workflow(path)
-    if workflow.source_hash != workflow_hash and not skip_validation:
-        raise ProdigyError(
-            f"Workflow file {path} has changed since job {job.job_id} started, so resuming "
-            "could mix two different workflows.",
-            hint="Restore the original file, or pass --skip-validation to resume with the "
-            "changed one.",
-        )
-    return workflow
-
-
 def _fresh_limits(state: JobState, indexes: list[int], workflow: Workflow, extra: int) -> list[int]:
     rounds = workflow.error_policy.retry_config.max_attempts + extra
     return [state.attempts[i] + rounds for i in indexes]
@@ -140,7 +114,7 @@ def resume_job_id(
     lock.acquire()
     try:
         if lock.taken_over is not None:
-            _warn(
+            warn(
                 f"Taking over the lock of job {job.job_id} left by "
                 f"{lock.taken_over.describe()}, which is no longer running."
             )
@@ -171,7 +145,7 @@ def _resume_locked(
             raise
         latest_damaged = True
         checkpoint = None
-        _warn(
+        warn(
             f"The latest checkpoint of job {job.job_id} is unreadable; rebuilding from the "
             "journal instead."
         )
@@ -214,24 +188,25 @@ def _resume_locked(
                 limits = _fresh_limits(state, dead, workflow, extra_retries)
                 rerun_reduce = True
                 said.append(
-                    f"Forcing a re-run of {len(dead)} failed items and the reduce phase of "
-                    "a completed job"
+                    f"Forcing a re-run of {plural(len(dead), 'failed item')} and the reduce "
+                    "phase of a completed job"
                 )
             elif c.dead:
                 raise ProdigyError(
                     f"No retriable items found in job {job.job_id}: nothing is pending and the "
-                    f"{c.dead} failed items are in the DLQ.",
-                    hint=f"Use --force to retry them anyway, or `prodigy dlq reprocess "
+                    f"{plural(c.dead, 'failed item')} {'is' if c.dead == 1 else 'are'} in the DLQ.",
+                    hint=f"Use --force to retry {'it' if c.dead == 1 else 'them'} anyway, or "
+                    "`prodigy dlq reprocess "
                     f"{job.job_id}`.",
                 )
             elif skip_validation:
                 said.append(f"Job {job.job_id} is complete: nothing is left to run.")
-                _say("\n".join(said))
+                say("\n".join(said))
                 return 0
             else:
                 raise ProdigyError(
-                    f"Job {job.job_id} is already complete ({c.succeeded}/{c.total} items "
-                    "succeeded, reduce done).",
+                    f"Job {job.job_id} is already complete ({c.succeeded}/"
+                    f"{plural(c.total, 'item')} succeeded, reduce done).",
                     hint="Use --force to re-run its reduce phase.",
                 )
         else:
@@ -239,11 +214,11 @@ def _resume_locked(
                 requeue = state.indexes_with(ItemStatus.DEAD)
                 out_of_dlq = list(requeue)
                 limits = _fresh_limits(state, requeue, workflow, extra_retries)
-                said.append(f"Forcing {len(requeue)} DLQ items back into the queue")
+                said.append(f"Forcing {plural(len(requeue), 'DLQ item')} back into the queue")
             retriable = state.indexes_with(ItemStatus.RETRIABLE)
             if extra_retries:
-                said.append(f"Resuming with {len(retriable)} retriable items")
-                said.append(f"Granting {extra_retries} additional retry attempts")
+                said.append(f"Resuming with {plural(len(retriable), 'retriable item')}")
+                said.append(f"Granting {plural(extra_retries, 'additional retry attempt')}")
                 requeue += retriable
                 limits += [state.limits[i] + extra_retries for i in retriable]
             if current == "reduce":
@@ -254,7 +229,7 @@ def _resume_locked(
 
     # Read before anything is recorded, so a damaged items file changes nothing.
     out_of_dlq_ids = _item_ids(job, out_of_dlq)
-    _say("\n".join(said))
+    say("\n".join(said))
     if latest_damaged:
         _set_aside_corrupt(job)
     appended: list[Record] = []
@@ -280,12 +255,15 @@ def _resume_locked(
     parallel = max_parallel or configured
     remaining = counts(state).remaining
     if from_checkpoint is not None:
-        _say(f"Continuing from checkpoint v{from_checkpoint}...")
+        say(f"Continuing from checkpoint v{from_checkpoint}...")
     if max_parallel is not None and max_parallel != configured:
-        _say(f"Resuming job with max_parallel override: {configured} -> {max_parallel}")
-        _say(f"Processing {remaining} remaining items with {max_parallel} parallel agents...")
+        say(f"Resuming job with max_parallel override: {configured} -> {max_parallel}")
+        say(
+            f"Processing {plural(remaining, 'remaining item')} with "
+            f"{plural(max_parallel, 'parallel agent')}..."
+        )
     elif from_checkpoint is None and phase(state, len(workflow.reduce)) == "map":
-        _say(f"Continuing with {remaining} pending items...")
+        say(f"Continuing with {plural(remaining, 'pending item')}...")
     options = RunOptions(max_parallel=parallel, claude_bin=claude_bin(), verbose=verbose())
     return execute(
         job,
@@ -355,8 +333,6 @@ def resume_job(
 ) -> int:
     """Resume one job by id."""
     if verbose_flag:
-        from prodigy.cli.main import Settings
-
         Settings.verbose = max(Settings.verbose, 1)
     return resume_job_id(
         job_id, force, max_parallel, max_additional_retries, skip_validation, from_checkpoint

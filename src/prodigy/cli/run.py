@@ -9,7 +9,8 @@ import click
 import msgspec
 
 from prodigy.cli.common import check_claude, claude_bin, execute, verbose
-from prodigy.display import one_line
+from prodigy.cli.output import say, warn
+from prodigy.display import one_line, plural
 from prodigy.engine import RunOptions, base_environment, item_spec
 from prodigy.events import JobStarted
 from prodigy.items import WorkItem, load_items
@@ -24,22 +25,22 @@ PREVIEW_ITEMS = 20
 
 def _preview(items: list[WorkItem]) -> None:
     for item in items[:PREVIEW_ITEMS]:
-        click.echo(f"  {item.id}  {one_line(msgspec.json.encode(item.data).decode(), 100)}")
+        say(f"  {item.id}  {one_line(msgspec.json.encode(item.data).decode(), 100)}")
     if len(items) > PREVIEW_ITEMS:
-        click.echo(f"  ... and {len(items) - PREVIEW_ITEMS} more")
+        say(f"  ... and {len(items) - PREVIEW_ITEMS} more")
 
 
 def _dry_run(workflow: Workflow, items: list[WorkItem] | None, max_parallel: int) -> int:
-    click.echo(f"Dry run: workflow '{workflow.name}' is valid; nothing was run or created.")
+    say(f"Dry run: workflow '{workflow.name}' is valid; nothing was run or created.")
     if workflow.setup is not None and workflow.setup.steps:
-        click.echo(
-            f"Setup: {len(workflow.setup.steps)} steps would run first; the items are read "
-            f"from {workflow.map.input!r} after setup."
+        say(
+            f"Setup: {plural(len(workflow.setup.steps), 'step')} would run first; the items "
+            f"are read from {workflow.map.input!r} after setup."
         )
     if items is not None:
-        click.echo(f"{len(items)} items would run, {max_parallel} at a time:")
+        say(f"{plural(len(items), 'item')} would run, {max_parallel} at a time:")
         _preview(items)
-    click.echo(f"Reduce: {len(workflow.reduce)} steps.")
+    say(f"Reduce: {plural(len(workflow.reduce), 'step')}.")
     return 0
 
 
@@ -56,7 +57,7 @@ def cook_workflow(
         # Without setup the input exists now: bad input is refused before any job exists.
         loaded = load_items(item_spec(workflow, max_items), repo.root, base_environment(workflow))
         for warning in loaded.warnings:
-            click.echo(f"warning: {warning}", err=True)
+            warn(f"warning: {warning}")
         items = loaded.items
     if dry_run:
         return _dry_run(workflow, items, parallel)
@@ -74,7 +75,7 @@ def cook_workflow(
         # Written before anything else so that a job interrupted at any instant can be found
         # and resumed.
         job.write_metadata(metadata_document(meta, JobState(), "running"))
-        click.echo(f"Started job {job.job_id}")
+        say(f"Started job {job.job_id}")
         options = RunOptions(
             max_parallel=parallel,
             claude_bin=claude_bin(),

@@ -1,57 +1,15 @@
-"""`prodigy sessions show [JOB_ID]`: the jobs of this repository, or one job in detail.
-
-Also home of `print_table`, the one way listings are printed: a rich table on a terminal,
-plain aligned columns (greppable, stable) when piped.
-"""
+"""`prodigy sessions show [JOB_ID]`: the jobs of this repository, or one job in detail."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
-from prodigy.jobinfo import JobSummary, failed_split, format_time, summarize
-from prodigy.store import find_job, find_repository, jobs_root, list_jobs
-
-
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    if sys.stdout.isatty():
-        from rich import box
-        from rich.console import Console
-        from rich.table import Table
-        from rich.text import Text
-
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-        for column in columns:
-            table.add_column(column, no_wrap=True)
-        for row in rows:
-            # Text, not str: a `[` in a workflow name must not be read as rich markup.
-            table.add_row(*(Text(cell) for cell in row))
-        console = Console()
-        # Rich cuts cells with "…" to fit the terminal, but ids and times are only useful
-        # whole: on a narrow terminal let the terminal wrap the lines instead.
-        console.width = max(console.width, sum(_widths(columns, rows)) + 3 * len(columns))
-        console.print(table)
-        return
-    widths = _widths(columns, rows)
-    for line in [columns, *rows]:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
-
-
-def _widths(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
-    return [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
-
-
-def repository_summaries() -> tuple[str, list[JobSummary]]:
-    """The current repository's name and its jobs, newest first."""
-    repo = find_repository(Path.cwd())
-    return repo.name, [summarize(job) for job in reversed(list_jobs(repo.name))]
-
-
-def say_no_jobs(repo: str) -> None:
-    click.echo(f"No jobs for repository {repo!r} (looked in {jobs_root(repo)}).")
+from prodigy.cli.output import say, say_no_jobs, table
+from prodigy.display import format_time, plural
+from prodigy.store import find_job, find_repository
+from prodigy.summary import JobSummary, failed_split, repository_summaries, summarize
 
 
 def _progress(s: JobSummary) -> str:
@@ -71,7 +29,7 @@ def _details(s: JobSummary) -> list[tuple[str, str]]:
             f"{c.succeeded} succeeded, {c.failed} failed ({failed_split(c)}), "
             f"{c.pending} pending, {c.total} total",
         ),
-        ("DLQ", f"{c.dead} item{'s' if c.dead != 1 else ''}"),
+        ("DLQ", plural(c.dead, "item")),
     ]
     on_disk = ", ".join(f"v{v}" for v in s.checkpoint_versions) or "none"
     current = f"v{s.version}" if s.version is not None else "unknown"
@@ -81,7 +39,8 @@ def _details(s: JobSummary) -> list[tuple[str, str]]:
         ("Last update", format_time(s.updated_at)),
         (
             "Cost",
-            f"${s.cost_usd:.4f} ({s.input_tokens} input / {s.output_tokens} output tokens)",
+            f"${s.cost_usd:.4f} ({s.input_tokens} input / "
+            f"{plural(s.output_tokens, 'output token')})",
         ),
         ("Working directory", s.workdir or "-"),
         ("State directory", str(s.state_dir)),
@@ -111,13 +70,14 @@ def show(job_id: str | None) -> int:
         details = _details(summarize(find_job(job_id)))
         width = max(len(label) for label, _ in details) + 2
         for label, value in details:
-            click.echo(f"{label + ':':<{width}}{value}")
+            say(f"{label + ':':<{width}}{value}")
         return 0
-    repo, jobs = repository_summaries()
+    repo = find_repository(Path.cwd()).name
+    jobs = repository_summaries(repo)
     if not jobs:
         say_no_jobs(repo)
         return 0
-    print_table(
+    table(
         ["JOB ID", "WORKFLOW", "STATUS", "PHASE", "DONE/FAILED/TOTAL", "STARTED", "LAST UPDATE"],
         [
             [

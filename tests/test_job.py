@@ -1,0 +1,83 @@
+"""A job on disk: metadata.json read back strictly (to run a job) or leniently (to list it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from prodigy.errors import StateError
+from prodigy.job import (
+    JobMetadata,
+    metadata_document,
+    read_job_metadata,
+    read_stored_metadata,
+    stored_metadata,
+)
+from prodigy.state import Attempt, AttemptEnded, ItemsFrozen, SetupCompleted, replay
+from prodigy.store import JobDir
+
+META = JobMetadata(
+    job_id="mapreduce-20260101-101010",
+    repo="repo",
+    workdir="/work",
+    workflow_path="/work/wf.yaml",
+    workflow_hash="abc",
+    workflow_name="wf",
+    reduce_steps=1,
+    created_at="2026-01-01T10:10:10.000+00:00",
+)
+
+
+def _attempt(ok: bool) -> Attempt:
+    return Attempt(attempt=1, ok=ok, started_at="2026-01-01T10:10:11+00:00", duration_s=0.1)
+
+
+def _job(tmp_path: Path) -> JobDir:
+    path = tmp_path / "state" / "repo" / "mapreduce" / "jobs" / META.job_id
+    path.mkdir(parents=True)
+    return JobDir(path)
+
+
+def test_metadata_reads_back_as_written(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    state = replay(
+        [
+            SetupCompleted(outputs={}),
+            ItemsFrozen(count=3, max_attempts=2),
+            AttemptEnded(index=0, outcome="succeeded", result=_attempt(ok=True)),
+            AttemptEnded(index=1, outcome="retry", result=_attempt(ok=False)),
+        ]
+    )
+    job.write_metadata(metadata_document(META, state, "running", pid=42))
+    assert read_job_metadata(job) == META
+    stored = read_stored_metadata(job)
+    assert (stored.repo, stored.workflow_name, stored.status, stored.phase) == (
+        "repo",
+        "wf",
+        "running",
+        "map",
+    )
+    c = stored.counts
+    # "failed" and "pending" both include the retriable item; read back, it is counted once.
+    assert (c.total, c.succeeded, c.retriable, c.pending, c.dead) == (3, 1, 1, 1, 0)
+    assert stored.created_at is not None and stored.created_at.year == 2026
+
+
+def test_a_damaged_file_is_read_leniently_for_listings_but_refused_for_running(
+    tmp_path: Path,
+) -> None:
+    job = _job(tmp_path)
+    job.metadata.write_text('{"status": "completed", "counts": "many", "repo": 7}')
+    stored = read_stored_metadata(job)
+    assert (stored.status, stored.counts.total, stored.repo) == ("completed", 0, "7")
+    with pytest.raises(StateError, match="missing a field"):
+        read_job_metadata(job)
+
+
+def test_metadata_that_is_not_an_object_is_a_state_error(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    job.metadata.write_text("[1, 2]")
+    with pytest.raises(StateError):
+        read_stored_metadata(job)
+    assert stored_metadata({}).phase == "unknown"
