@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from prodigy.errors import StateError
 from prodigy.job import (
     JobMetadata,
+    MetadataDocument,
     metadata_document,
     read_job_metadata,
     read_stored_metadata,
@@ -81,3 +83,21 @@ def test_metadata_that_is_not_an_object_is_a_state_error(tmp_path: Path) -> None
     with pytest.raises(StateError):
         read_stored_metadata(job)
     assert stored_metadata({}).phase == "unknown"
+
+
+def test_metadata_is_a_typed_document_with_the_one_meaning_of_failed(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    state = replay(
+        [
+            SetupCompleted(outputs={}),
+            ItemsFrozen(count=4, max_attempts=2),
+            AttemptEnded(index=0, outcome="retry", result=_attempt(False)),
+            AttemptEnded(index=1, outcome="dead", result=_attempt(False)),
+            AttemptEnded(index=2, outcome="succeeded", result=_attempt(True)),
+        ]
+    )
+    job.write_metadata(metadata_document(META, state, "running", pid=7))
+    document = msgspec.json.decode(job.metadata.read_bytes(), type=MetadataDocument)
+    c = document.counts
+    assert (c.failed, c.retriable, c.dead_lettered, c.pending, c.remaining) == (2, 1, 1, 1, 2)
+    assert (document.job_id, document.pid, document.phase) == (META.job_id, 7, "map")

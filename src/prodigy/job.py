@@ -20,7 +20,7 @@ from prodigy.errors import StateError
 from prodigy.events import now_iso
 from prodigy.items import WorkItem
 from prodigy.journal import Journal, JournalContents, read_journal
-from prodigy.state import Counts, JobState, Record, counts, phase, replay
+from prodigy.state import Counts, JobState, Phase, Record, counts, phase, replay
 from prodigy.store import JobDir, atomic_write, create_job_dir
 
 
@@ -99,67 +99,85 @@ def append_records(
     return load_state(job)
 
 
-@dataclass(frozen=True)
-class JobMetadata:
+class JobMetadata(msgspec.Struct, frozen=True):
+    """The job's identity: what a run needs from `metadata.json`."""
+
     job_id: str
     repo: str
     workdir: str
     workflow_path: str
     workflow_hash: str
-    workflow_name: str
-    reduce_steps: int
-    created_at: str
+    workflow_name: str = ""
+    reduce_steps: int = 0
+    created_at: str = ""
+
+
+class MetadataCounts(msgspec.Struct, frozen=True):
+    """Items by where they stand; `failed` = retriable + dead-lettered + skipped, and
+    `remaining` = pending + retriable (SPEC-NOTES: the one meaning of failed)."""
+
+    total: int
+    succeeded: int
+    failed: int
+    retriable: int
+    dead_lettered: int
+    skipped: int
+    pending: int
+    remaining: int
+
+
+class MetadataCost(msgspec.Struct, frozen=True):
+    usd: float
+    input_tokens: int
+    output_tokens: int
+
+
+class MetadataDocument(JobMetadata, frozen=True, kw_only=True):
+    """The whole `metadata.json`: the identity, then where the job stands."""
+
+    updated_at: str
+    status: str
+    phase: Phase
+    version: int
+    pid: int | None
+    counts: MetadataCounts
+    cost: MetadataCost
 
 
 def metadata_document(
     meta: JobMetadata, state: JobState, status: str, pid: int | None = None
-) -> dict[str, Any]:
+) -> MetadataDocument:
     c = counts(state)
-    return {
-        "job_id": meta.job_id,
-        "repo": meta.repo,
-        "workdir": meta.workdir,
-        "workflow_path": meta.workflow_path,
-        "workflow_hash": meta.workflow_hash,
-        "workflow_name": meta.workflow_name,
-        "reduce_steps": meta.reduce_steps,
-        "created_at": meta.created_at,
-        "updated_at": now_iso(),
-        "status": status,
-        "phase": phase(state, meta.reduce_steps),
-        "version": state.version,
-        "pid": pid,
-        "counts": {
-            "total": c.total,
-            "succeeded": c.succeeded,
-            "failed": c.failed,
-            "dead_lettered": c.dead,
-            "pending": c.remaining,
-        },
-        "cost": {
-            "usd": round(state.spent.cost_usd, 6),
-            "input_tokens": state.spent.input_tokens,
-            "output_tokens": state.spent.output_tokens,
-        },
-    }
+    spent = state.spent
+    return MetadataDocument(
+        **msgspec.structs.asdict(meta),
+        updated_at=now_iso(),
+        status=status,
+        phase=phase(state, meta.reduce_steps),
+        version=state.version,
+        pid=pid,
+        counts=MetadataCounts(
+            total=c.total,
+            succeeded=c.succeeded,
+            failed=c.failed,
+            retriable=c.retriable,
+            dead_lettered=c.dead,
+            skipped=c.skipped,
+            pending=c.pending,
+            remaining=c.remaining,
+        ),
+        cost=MetadataCost(round(spent.cost_usd, 6), spent.input_tokens, spent.output_tokens),
+    )
 
 
 def read_job_metadata(job: JobDir) -> JobMetadata:
-    """The identity a run needs; a missing field is a StateError."""
-    raw = job.read_metadata()
+    """The identity a run needs; a missing field (or one of the wrong type) is a StateError."""
     try:
-        return JobMetadata(
-            job_id=str(raw["job_id"]),
-            repo=str(raw["repo"]),
-            workdir=str(raw["workdir"]),
-            workflow_path=str(raw["workflow_path"]),
-            workflow_hash=str(raw["workflow_hash"]),
-            workflow_name=str(raw.get("workflow_name", "")),
-            reduce_steps=int(raw.get("reduce_steps", 0)),
-            created_at=str(raw.get("created_at", "")),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise StateError(f"{job.metadata} is missing a field ({exc}).") from None
+        return msgspec.convert(job.read_metadata(), JobMetadata)
+    except msgspec.ValidationError as exc:
+        raise StateError(
+            f"{job.metadata} is missing a field or has one of the wrong type ({exc})."
+        ) from None
 
 
 def create_job(
@@ -254,10 +272,18 @@ def _parse_time(value: object) -> datetime | None:
 def _stored_counts(stored: object) -> Counts:
     if not isinstance(stored, dict):
         return Counts(0, 0, 0, 0, 0, 0)
-    failed = _int(stored.get("failed"))
     dead = _int(stored.get("dead_lettered"))
-    # metadata_document folds retriable items into both "failed" and "pending"; split them back.
-    retriable = max(0, failed - dead)
+    if "retriable" in stored:
+        return Counts(
+            total=_int(stored.get("total")),
+            pending=_int(stored.get("pending")),
+            succeeded=_int(stored.get("succeeded")),
+            retriable=_int(stored.get("retriable")),
+            dead=dead,
+            skipped=_int(stored.get("skipped")),
+        )
+    # Files written before `retriable` was stored folded it into "failed" and "pending".
+    retriable = max(0, _int(stored.get("failed")) - dead)
     return Counts(
         total=_int(stored.get("total")),
         pending=max(0, _int(stored.get("pending")) - retriable),

@@ -164,8 +164,8 @@ class JobDir:
             raise StateError(f"{self.metadata} does not hold a JSON object.")
         return data
 
-    def write_metadata(self, data: dict[str, Any]) -> None:
-        write_json(self.metadata, data)
+    def write_metadata(self, document: msgspec.Struct) -> None:
+        write_json(self.metadata, document)
 
     def disk_usage(self) -> int:
         """Bytes used by the files in the directory (symlinks not followed)."""
