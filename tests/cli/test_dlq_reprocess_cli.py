@@ -227,6 +227,10 @@ def test_mixed_outcome_one_item_leaves_and_one_stays(world: Env) -> None:
     ), "the items leave the DLQ once the requeue is durable, before the run starts"
     assert [e["item_id"] for e in new if e["type"] == "agent_completed"] == ["item_1"]
     assert [i for i, _ in ran(world)].count("item_0") == 1
+    # Every event prodigy writes is a type `events show --type` knows.
+    shown = world.run("events", "show", job_id, "--type", "dlq_reprocess_started")
+    assert shown.returncode == 0, shown.stderr
+    assert "dlq_reprocess_started" in shown.stdout and "items=2" in shown.stdout
 
 
 # ---- choosing items -----------------------------------------------------------------------------
