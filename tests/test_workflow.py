@@ -107,7 +107,7 @@ def test_spec_example_loads_with_its_values(tmp_path: Path) -> None:
         "path",
     )
     assert (m.offset, m.max_items, m.max_parallel, m.agent_timeout_secs) == (0, 100, 5, 600.0)
-    assert m.isolation == "none"
+    assert m.isolation is None, "decided when the job is created: worktree inside git"
     first, second = m.agent_template
     assert first.kind == "claude" and first.text == "/analyze '${item.path}'"
     assert second.kind == "shell" and second.timeout == 60.0
@@ -304,10 +304,25 @@ def test_step_with_no_kind(tmp_path: Path) -> None:
     )
 
 
-def test_isolation_worktree_refused(tmp_path: Path) -> None:
-    message = error(tmp_path, MINIMAL + "  isolation: worktree\n")
-    assert message.startswith("wf.yaml:7:14: map.isolation cannot be 'worktree': git worktree")
-    assert "not available yet" in message and "isolation: none" in message
+def test_isolation_worktree_and_merge_conflict_steps_load(tmp_path: Path) -> None:
+    body = (
+        MINIMAL
+        + "  isolation: worktree\n"
+        + "  on_merge_conflict:\n"
+        + '    - shell: "echo ${merge.source_branch} ${merge.target_branch} ${item_id}"\n'
+    )
+    path = tmp_path / "wf.yaml"
+    path.write_text(body)
+    m = load_workflow(path).map
+    assert m.isolation == "worktree" and len(m.on_merge_conflict) == 1
+
+
+def test_merge_variables_exist_only_in_merge_conflict_steps(tmp_path: Path) -> None:
+    message = error(
+        tmp_path,
+        MINIMAL + '  on_merge_conflict:\n    - shell: "echo ${merge.nope}"\n',
+    )
+    assert "merge.source_branch" in message
 
 
 def test_literal_choices(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ class RunOptions:
     max_items: int | None = None
     preloaded_items: list[WorkItem] | None = None
     verbose: bool = False  # a line per ended attempt
+    yes: bool = False  # answer yes to every question (the final merge of worktree isolation)
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from prodigy import endings
 from prodigy.agent import AgentSpec
@@ -18,18 +17,27 @@ from prodigy.checkpoint import CheckpointPacer, CheckpointWriter, JobInfo
 from prodigy.context import RunContext, RunOptions
 from prodigy.events import CheckpointCreated, EventLog
 from prodigy.executors import Executor, open_executor
+from prodigy.final_merge import merge_into_base
 from prodigy.interrupts import Interrupts
 from prodigy.items import WorkItem
 from prodigy.job import JobMetadata
 from prodigy.journal import Journal
-from prodigy.phases import base_environment, freeze_items, item_spec, run_reduce, run_setup
+from prodigy.phases import (
+    base_environment,
+    conflict_steps,
+    freeze_items,
+    item_spec,
+    run_reduce,
+    run_setup,
+)
 from prodigy.progress import Reporter
 from prodigy.recorder import AttemptLines, Observer, Recorder, RecordEvents
 from prodigy.scheduler import MapRules, MapScheduler
 from prodigy.state import Attempt, ItemStatus, JobEndStatus, JobState, phase
 from prodigy.store import JobDir
 from prodigy.workflow import Workflow
-from prodigy.workspace import SharedWorkspace, Workspace
+from prodigy.workspace import Workspace
+from prodigy.worktree import GitWorkspace, open_workspace
 
 
 class JobRunner:
@@ -69,8 +77,10 @@ class JobRunner:
             options=options,
             interrupts=interrupts,
             executor=executor or open_executor(),
-            workspace=workspace or SharedWorkspace(Path(meta.workdir)),
+            workspace=workspace or open_workspace(meta, events),
         )
+        if isinstance(self.run_ctx.workspace, GitWorkspace):
+            self.run_ctx.workspace.on_conflict = conflict_steps(self.run_ctx)
         self._last_checkpoint_event: int | None = None
 
     # ---- the run -------------------------------------------------------------------------------
@@ -146,6 +156,8 @@ class JobRunner:
             failure = await run_reduce(run)
             if failure is not None or run.interrupts.stopped:
                 return await endings.end_early(run, failure)
+        if isinstance(run.workspace, GitWorkspace):
+            await merge_into_base(run, run.workspace)
         return await endings.completed(run)
 
     def _phase(self) -> str:
@@ -157,8 +169,9 @@ class JobRunner:
         spec = self._agent_spec()
 
         async def attempt(item: WorkItem, number: int) -> Attempt:
-            async with run.workspace.attempt(item, number) as cwd:
-                return await run.executor.run_attempt(spec, item, number, cwd)
+            async with run.workspace.attempt(item, number) as place:
+                result = await run.executor.run_attempt(spec, item, number, place.path)
+                return place.describe(result)
 
         scheduler = MapScheduler(
             run.state,
@@ -169,13 +182,16 @@ class JobRunner:
             run.interrupts,
             run.events,
             run.reporter,
+            integrate=run.workspace.integrate,
         )
         run.writer.running = scheduler.running.values
+        merges = dict(run.state.merging) if only is None else {}
         todo = only
         if todo is None:
-            todo = run.state.indexes_with(ItemStatus.PENDING, ItemStatus.RETRIABLE)
+            waiting = run.state.indexes_with(ItemStatus.PENDING, ItemStatus.RETRIABLE)
+            todo = [i for i in waiting if i not in merges]
         try:
-            await scheduler.run(todo)
+            await scheduler.run(todo, merges)
         finally:
             run.writer.running = tuple
 

@@ -40,6 +40,11 @@ EventType = Literal[
     "job_stopped",
     "job_interrupted",
     "checkpoint_restored",
+    "worktree_created",
+    "worktree_removed",
+    "agent_merged",
+    "merge_conflict",
+    "job_merged",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 END_EVENTS = frozenset({"job_completed", "job_failed", "job_stopped", "job_interrupted"})
@@ -201,6 +206,36 @@ class JobStopped(_WithCounts, tag="job_stopped"):
 
 class JobInterrupted(_WithCounts, tag="job_interrupted"):
     version: int
+
+
+class WorktreeCreated(Event, tag="worktree_created"):
+    item_id: str
+    attempt: int
+    path: str
+    branch: str
+
+
+class WorktreeRemoved(Event, tag="worktree_removed"):
+    path: str
+    branch: str
+
+
+class AgentMerged(Event, tag="agent_merged"):
+    item_id: str
+    attempt: int
+    commit: str
+
+
+class MergeConflict(Event, tag="merge_conflict"):
+    item_id: str
+    attempt: int
+    files: list[str]
+
+
+class JobMerged(Event, tag="job_merged"):
+    branch: str
+    into: str
+    commit: str
 
 
 _encoder = msgspec.json.Encoder()

@@ -12,7 +12,7 @@ from array import array
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -99,6 +99,9 @@ def append_records(
     return load_state(job)
 
 
+Isolation = Literal["worktree", "none"]
+
+
 class JobMetadata(msgspec.Struct, frozen=True):
     """The job's identity: what a run needs from `metadata.json`."""
 
@@ -110,6 +113,9 @@ class JobMetadata(msgspec.Struct, frozen=True):
     workflow_name: str = ""
     reduce_steps: int = 0
     created_at: str = ""
+    isolation: Isolation = "none"
+    base_commit: str = ""  # worktree isolation: where the parent branch starts
+    base_branch: str = ""  # ... and the user's branch its work is merged into at the end
 
 
 class MetadataCounts(msgspec.Struct, frozen=True):
@@ -187,6 +193,9 @@ def create_job(
     workflow_hash: str,
     workflow_name: str,
     reduce_steps: int,
+    isolation: Isolation = "none",
+    base_commit: str = "",
+    base_branch: str = "",
 ) -> tuple[JobDir, JobMetadata]:
     """Make the job directory with its metadata, empty journal and events log."""
     job = create_job_dir(repo_name)
@@ -199,6 +208,9 @@ def create_job(
         workflow_name=workflow_name,
         reduce_steps=reduce_steps,
         created_at=now_iso(),
+        isolation=isolation,
+        base_commit=base_commit,
+        base_branch=base_branch,
     )
     return job, meta
 

@@ -9,17 +9,20 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from prodigy.agent import AfterStep, SequenceResult
 from prodigy.context import RunContext
+from prodigy.display import plural
 from prodigy.errors import ProdigyError
 from prodigy.events import ReduceCompleted, ReduceStarted, SetupStarted
-from prodigy.items import ItemSpec, load_items
+from prodigy.items import ItemSpec, WorkItem, load_items
 from prodigy.job import write_items
 from prodigy.state import (
+    Attempt,
     ItemsFrozen,
     ItemStatus,
     JobState,
@@ -30,6 +33,7 @@ from prodigy.state import (
 )
 from prodigy.steps import StepContext, StepOutcome
 from prodigy.workflow import Step, Workflow
+from prodigy.worktree import ConflictSteps, parent_branch
 
 
 def item_spec(workflow: Workflow, max_items: int | None = None) -> ItemSpec:
@@ -83,7 +87,7 @@ async def run_setup(run: RunContext) -> str | None:
         await run.recorder.record(SetupCompleted(outputs={}))
         return None
     run.events.emit(SetupStarted(steps=len(setup.steps)))
-    run.reporter.say(f"Running setup ({len(setup.steps)} steps)...")
+    run.reporter.say(f"Running setup ({plural(len(setup.steps), 'step')})...")
 
     # Setup is recorded whole, once it has ended: a setup cut short is re-run from its start.
     try:
@@ -189,3 +193,31 @@ def map_results(state: JobState, ids: Sequence[str]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def conflict_steps(run: RunContext) -> ConflictSteps:
+    """`map.on_merge_conflict`: steps that may conclude a conflicted merge, run in the parent
+    worktree with the merge in progress. True when they all succeeded."""
+
+    async def resolve(root: Path, item: WorkItem, result: Attempt) -> bool:
+        steps = run.workflow.map.on_merge_conflict
+        if not steps:
+            return False
+        variables = {
+            **run.variables(),
+            "item": item.data,
+            "item_index": item.index,
+            "item_id": item.id,
+            "attempt": result.attempt,
+            "merge": {
+                "source_branch": result.branch,
+                "target_branch": parent_branch(run.meta.job_id),
+                "worktree": str(root),
+            },
+        }
+        env = {**run.phase_env(), "PRODIGY_ITEM_ID": item.id}
+        ctx = StepContext(root, env, variables, run.options.claude_bin, run.job.scratch)
+        done = await run.executor.run_steps(steps, ctx, 0, None, lambda: False, SequenceResult())
+        return done.failure is None
+
+    return resolve

@@ -12,7 +12,7 @@ import asyncio
 import heapq
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,6 +27,7 @@ from prodigy.state import (
     AttemptEnded,
     FailureLimits,
     JobState,
+    MergeQueued,
     Outcome,
     RunTally,
     counts,
@@ -36,6 +37,7 @@ from prodigy.state import (
 from prodigy.workflow import ErrorPolicy
 
 RunAttempt = Callable[[WorkItem, int], Awaitable[Attempt]]
+Integrate = Callable[[WorkItem, Attempt], Awaitable[Attempt]]
 
 
 class ItemSource(Protocol):
@@ -70,6 +72,7 @@ class MapScheduler:
         events: EventLog,
         reporter: Reporter,
         rng: random.Random | None = None,
+        integrate: Integrate | None = None,
     ) -> None:
         self.state = state
         self.items = items
@@ -80,18 +83,26 @@ class MapScheduler:
         self.events = events
         self.reporter = reporter
         self.rng = rng or random.Random()
+        self.integrate = integrate
         self.queue: deque[int] = deque()
         self.delayed: list[tuple[float, int]] = []  # (due time, index)
         self.running: dict[asyncio.Task[Outcome | None], int] = {}
         self.tally = RunTally()
-        self._records: set[asyncio.Task[bool]] = set()
+        self._records: set[asyncio.Task[Outcome | None]] = set()
 
-    async def run(self, indexes: Iterable[int]) -> None:
-        """Run `indexes` to a final outcome each, or until the run is stopped."""
+    async def run(self, indexes: Iterable[int], merges: Mapping[int, Attempt] = {}) -> None:
+        """Run `indexes` to a final outcome each, or until the run is stopped. `merges` are
+        attempts that succeeded before a crash cut their merge short: they are concluded
+        first (merged, or found merged already), without running their agents again."""
         self.queue.extend(indexes)
         self.events.emit(MapStarted(items=len(self.queue), max_parallel=self.rules.max_parallel))
         self.reporter.start_map(counts(self.state))
+        loop = asyncio.get_running_loop()
         try:
+            for index, result in sorted(merges.items()):
+                if self.interrupts.stopped:
+                    break
+                self._after(index, await self._conclude(index, result, queued=True), loop.time())
             await self._loop()
         finally:
             for task in self.running:
@@ -156,19 +167,31 @@ class MapScheduler:
         result = await self.run_attempt(item, attempt)
         if self.interrupts.explains(result):
             return None  # cut short by the interrupt: not a failure, not counted
+        return await self._conclude(index, result, queued=False)
+
+    async def _conclude(self, index: int, result: Attempt, queued: bool) -> Outcome | None:
+        """Merge (when isolated) and record an ended attempt. Once a result exists this runs
+        to its end even if an interrupt arrives meanwhile (shielded, and awaited by `run`)."""
+        task = asyncio.ensure_future(self._merge_and_record(index, result, queued))
+        self._records.add(task)
+        task.add_done_callback(self._records.discard)
+        return await asyncio.shield(task)
+
+    async def _merge_and_record(self, index: int, result: Attempt, queued: bool) -> Outcome | None:
+        if result.ok and result.branch is not None and self.integrate is not None:
+            # Durable before the merge: after a crash, resume merges it (or finds it merged)
+            # instead of running the agent again.
+            if not queued and not await self.recorder.record(MergeQueued(index, result)):
+                return None
+            result = await self.integrate(self.items.get(index), result)
         outcome = decide_outcome(
             result.ok,
-            attempt,
+            result.attempt,
             self.state.limits[index],
             self.rules.policy.on_item_failure,
             retriable=result.error_kind != "missing_variable",
         )
-        task = asyncio.ensure_future(
-            self.recorder.record(AttemptEnded(index=index, outcome=outcome, result=result))
-        )
-        self._records.add(task)
-        task.add_done_callback(self._records.discard)
-        recorded = await asyncio.shield(task)
+        recorded = await self.recorder.record(AttemptEnded(index, outcome, result))
         return outcome if recorded else None
 
     def _ended(self, task: asyncio.Task[Outcome | None], index: int, now: float) -> None:
@@ -178,7 +201,9 @@ class MapScheduler:
         if exc is not None:
             self.interrupts.fail(exc)
             return
-        outcome = task.result()
+        self._after(index, task.result(), now)
+
+    def _after(self, index: int, outcome: Outcome | None, now: float) -> None:
         if outcome is None:
             return
         if outcome == "retry":

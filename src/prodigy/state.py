@@ -78,6 +78,9 @@ class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):
     output: str = ""
     stderr: str = ""
     spend: Spend = NO_SPEND
+    worktree: str | None = None  # worktree isolation: where the attempt ran
+    branch: str | None = None  # ... and its branch (kept when the attempt failed)
+    merge_commit: str | None = None  # the parent-branch commit that brought its work in
 
 
 # ---- journal records -------------------------------------------------------------------------
@@ -99,6 +102,14 @@ Outcome = Literal["succeeded", "retry", "dead", "skipped"]
 class AttemptEnded(msgspec.Struct, frozen=True, tag="attempt_ended"):
     index: int
     outcome: Outcome
+    result: Attempt
+
+
+class MergeQueued(msgspec.Struct, frozen=True, tag="merge_queued"):
+    """An attempt succeeded in its own worktree; its branch waits to be merged into the
+    parent branch. The item is not done (nor run again) until its merge is recorded."""
+
+    index: int
     result: Attempt
 
 
@@ -134,6 +145,7 @@ Record = (
     SetupCompleted
     | ItemsFrozen
     | AttemptEnded
+    | MergeQueued
     | Requeued
     | ReduceStepCompleted
     | RolledBack
@@ -159,6 +171,7 @@ class JobState:
     attempts: list[int] = field(default_factory=list)
     limits: list[int] = field(default_factory=list)
     results: dict[int, Attempt] = field(default_factory=dict)  # last ended attempt per item
+    merging: dict[int, Attempt] = field(default_factory=dict)  # succeeded, merge not recorded
     history: dict[int, list[Attempt]] = field(default_factory=dict)  # failed attempts per item
     reduce_done: int = 0
     reduce_outputs: dict[str, str] = field(default_factory=dict)
@@ -257,6 +270,7 @@ def apply_record(state: JobState, record: Record) -> None:
         if is_duplicate_result(state, i):
             return
         state.version += 1
+        state.merging.pop(i, None)
         state.status[i] = _OUTCOME_STATUS[record.outcome]
         state.attempts[i] = result.attempt
         state.results[i] = result
@@ -268,6 +282,9 @@ def apply_record(state: JobState, record: Record) -> None:
         state.spent += result.spend
         if state.ended is not None:
             state.ended = None
+    elif isinstance(record, MergeQueued):
+        if not is_duplicate_result(state, record.index):
+            state.merging[record.index] = record.result
     elif isinstance(record, SetupCompleted):
         state.setup_done = True
         state.setup_outputs = dict(record.outputs)

@@ -41,6 +41,7 @@ class Repository:
 
     root: Path
     name: str
+    git: bool = False  # a git work tree (worktree isolation is possible)
 
 
 def find_repository(cwd: Path) -> Repository:
@@ -56,7 +57,7 @@ def find_repository(cwd: Path) -> Repository:
         out = None
     if out is not None and out.returncode == 0 and out.stdout.strip():
         root = Path(out.stdout.strip())
-        return Repository(root, root.name)
+        return Repository(root, root.name, git=True)
     # Outside git, the directory `cook` ran in is the job's working directory.
     return Repository(cwd.resolve(), cwd.resolve().name)
 

@@ -43,6 +43,7 @@ from prodigy.items import parse_sort_by
 # Names the runner itself defines; a workflow may not reuse them for env keys or captures.
 ITEM_VARIABLES = frozenset({"item", "item_index", "item_id", "attempt"})
 MAP_FIELDS = ("successful", "failed", "total", "results", "skipped")
+MERGE_FIELDS = ("source_branch", "target_branch", "worktree")
 RESERVED_NAMES = ITEM_VARIABLES | {"job_id", "map"}
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -202,18 +203,11 @@ class MapPhase(_Model):
     max_parallel: int = Field(default=10, ge=1)
     agent_timeout_secs: PositiveDuration | None = None
     agent_template: Annotated[list[Step], BeforeValidator(_steps_list)] = Field(min_length=1)
-    isolation: Literal["none"] = "none"
+    # None: `worktree` inside a git repository, `none` outside one (SPEC §6).
+    isolation: Literal["worktree", "none"] | None = None
     id_field: str | None = None
-
-    @field_validator("isolation", mode="before")
-    @classmethod
-    def _no_worktrees(cls, value: Any) -> Any:
-        if value == "worktree":
-            raise _rule(
-                "cannot be 'worktree': git worktree isolation is not available yet in this "
-                "version; use 'isolation: none' (agents run in the repository directory)"
-            )
-        return value
+    # Worktree isolation: steps run in the parent worktree while a merge conflicts.
+    on_merge_conflict: Annotated[list[Step], BeforeValidator(_steps_list)] = []
 
 
 class RetryConfig(_Model):
@@ -276,6 +270,7 @@ def _all_steps(workflow: Workflow) -> Iterator[tuple[str, Step]]:
     phases: list[tuple[str, Sequence[Step]]] = [
         ("setup", workflow.setup.steps if workflow.setup else []),
         ("map", workflow.map.agent_template),
+        ("map", workflow.map.on_merge_conflict),
         ("reduce", workflow.reduce),
     ]
     for phase, steps in phases:
@@ -611,6 +606,8 @@ def _step_locs(workflow: Workflow) -> Iterator[tuple[str, tuple[str | int, ...],
             yield "setup", ("setup", "commands", i), step
     for i, step in enumerate(workflow.map.agent_template):
         yield "map", ("map", "agent_template", i), step
+    for i, step in enumerate(workflow.map.on_merge_conflict):
+        yield "merge_conflict", ("map", "on_merge_conflict", i), step
     for i, step in enumerate(workflow.reduce):
         yield "reduce", ("reduce", i), step
 
@@ -638,11 +635,12 @@ def _check_step(
     handler: bool,
 ) -> list[_Problem]:
     problems: list[_Problem] = []
-    if step.capture_output is not None and (phase == "map" or handler):
+    in_map = phase in ("map", "merge_conflict")
+    if step.capture_output is not None and (in_map or handler):
         spot = _locate(tree, (*loc, "capture_output"), at_key=True)
         reason = (
             "map steps cannot use capture_output; it is for setup and reduce steps"
-            if phase == "map"
+            if in_map
             else "an on_failure handler cannot use capture_output; put it on the step itself"
         )
         problems.append(_Problem(spot.line, spot.column, reason))
@@ -677,8 +675,12 @@ def _variable_problem(name: str, phase: str, known: set[str], step: Step) -> str
         return f"{exc}; write $${{{name}}} to pass it to the shell unchanged"
     if root in known:
         return None
+    if root == "merge" and phase == "merge_conflict":
+        if path and path[0] in MERGE_FIELDS:
+            return None
+        return f"on_merge_conflict steps have only ${{merge.{'}, ${merge.'.join(MERGE_FIELDS)}}}"
     if root in ITEM_VARIABLES:
-        if phase == "map":
+        if phase in ("map", "merge_conflict"):
             return None
         return f"{phase} step uses ${{{name}}}, but item variables exist only in map steps"
     if root == "map":

@@ -11,11 +11,29 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
+import msgspec
+
 from prodigy.items import WorkItem
+from prodigy.state import Attempt
+
+
+@dataclass
+class Place:
+    """Where one attempt runs: its directory and, when isolated, its branch."""
+
+    path: Path
+    branch: str | None = None
+
+    def describe(self, result: Attempt) -> Attempt:
+        """The attempt's result, naming where it ran when that is a place of its own."""
+        if self.branch is None:
+            return result
+        return msgspec.structs.replace(result, worktree=str(self.path), branch=self.branch)
 
 
 class Workspace(Protocol):
@@ -33,8 +51,12 @@ class Workspace(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    def attempt(self, item: WorkItem, attempt: int) -> AbstractAsyncContextManager[Path]:
-        """The directory one attempt runs in, for as long as the attempt runs."""
+    def attempt(self, item: WorkItem, attempt: int) -> AbstractAsyncContextManager[Place]:
+        """Where one attempt runs, for as long as the attempt runs."""
+        ...
+
+    async def integrate(self, item: WorkItem, result: Attempt) -> Attempt:
+        """Bring a successful attempt's work back (a merge); may turn it into a failure."""
         ...
 
 
@@ -60,5 +82,8 @@ class SharedWorkspace:
         return None
 
     @contextlib.asynccontextmanager
-    async def attempt(self, item: WorkItem, attempt: int) -> AsyncIterator[Path]:
-        yield self._root
+    async def attempt(self, item: WorkItem, attempt: int) -> AsyncIterator[Place]:
+        yield Place(self._root)
+
+    async def integrate(self, item: WorkItem, result: Attempt) -> Attempt:
+        return result  # the work is already where everyone works

@@ -71,6 +71,7 @@ def cook_bad(world: Env, workflow: str, *args: str) -> subprocess.CompletedProce
 
 
 AGENT = """
+  isolation: none
   agent_template:
     - shell: "echo ${item_id} >> runs.log"
 """
@@ -116,7 +117,7 @@ WORKFLOW_CASES = {
         + AGENT
         + "error_policy:\n  retry_config:\n    max_attempts: [3]\n",
         ["max_attempts"],
-        r"bad\.yaml:9:19\b",
+        r"bad\.yaml:10:19\b",
     ),
     "wrong-type-steps": (
         "name: t\nmode: mapreduce\nmap:\n  input: items.json\n  agent_template: 5\n",
@@ -164,7 +165,7 @@ WORKFLOW_CASES = {
         + AGENT
         + 'reduce:\n  - shell: "echo ${map.totl}"\n',
         ["map.totl"],
-        r"bad\.yaml:8:\d+",
+        r"bad\.yaml:9:\d+",
     ),
     # SPEC §2: a bad filter is a loading error, reported with file, line and column.
     "bad-filter": (
@@ -172,12 +173,28 @@ WORKFLOW_CASES = {
         ["filter", "size >"],
         r"bad\.yaml:5:\d+",
     ),
-    "isolation-worktree": (
-        "name: t\nmode: mapreduce\nmap:\n  input: items.json\n  isolation: worktree" + AGENT,
-        ["worktree", "isolation"],
-        r"bad\.yaml:5:\d+",
-    ),
 }
+
+
+@pytest.mark.parametrize("isolation", ["", "\n  isolation: worktree"], ids=["default", "asked"])
+def test_worktree_isolation_needs_a_first_commit(inputs: Env, isolation: str) -> None:
+    agent = AGENT.replace("  isolation: none\n", "")
+    result = cook_bad(
+        inputs, "name: t\nmode: mapreduce\nmap:\n  input: items.json" + isolation + agent
+    )
+    assert_clean_error(result, EXIT_FAILURE, "has no commit yet", "isolation: none", pattern=None)
+    assert_no_job(inputs)
+
+
+def test_worktree_isolation_outside_git_is_refused(inputs: Env, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "bad.yaml").write_text(
+        "name: t\nmode: mapreduce\nmap:\n  input: items.json\n  isolation: worktree"
+        + AGENT.replace("  isolation: none\n", "")
+    )
+    result = inputs.run("cook", "bad.yaml", cwd=plain)
+    assert_clean_error(result, EXIT_FAILURE, "not in a git repository", pattern=None)
 
 
 @pytest.mark.parametrize("case", list(WORKFLOW_CASES))
@@ -355,6 +372,7 @@ def test_item_missing_a_template_field_fails_only_that_item(world: Env, odd_item
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: "echo ${item.path} >> runs.log"
         error_policy:

@@ -26,6 +26,7 @@ MIXED = """\
     mode: mapreduce
     map:
       input: items.json
+      isolation: none
       json_path: "$[*]"
       max_parallel: 8
       agent_template:
@@ -44,6 +45,7 @@ INTERRUPTIBLE = """\
     mode: mapreduce
     map:
       input: items.json
+      isolation: none
       json_path: "$[*]"
       max_parallel: 6
       agent_template:
@@ -66,6 +68,7 @@ FAST = """\
     mode: mapreduce
     map:
       input: items.json
+      isolation: none
       json_path: "$[*]"
       max_parallel: 1
       agent_template:

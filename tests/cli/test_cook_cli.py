@@ -106,6 +106,7 @@ def test_happy_path_runs_every_item_once_and_leaves_complete_state(world: Env) -
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           max_parallel: 3
           agent_template:
             - shell: "echo ${item_id} >> runs.log && echo out-${item.n}"
@@ -169,6 +170,7 @@ def test_default_retention_keeps_three_checkpoints(world: Env) -> None:
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           max_parallel: 1
           agent_template:
             - shell: "echo ${item_id} >> runs.log"
@@ -193,6 +195,7 @@ def test_job_id_is_printed_before_setup_runs(world: Env) -> None:
           - shell: "while [ ! -f go ]; do sleep 0.02; done"
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: "echo ${item_id} >> runs.log"
         """,
@@ -226,6 +229,7 @@ def test_run_is_an_alias_of_cook(world: Env) -> None:
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: "echo ${item_id} >> runs.log"
         reduce:
@@ -249,6 +253,7 @@ def test_empty_input_is_a_zero_item_job(world: Env) -> None:
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: "echo ${item_id} >> runs.log"
         """
@@ -277,6 +282,7 @@ def test_setup_creates_input_and_captures_output_for_map_and_reduce(world: Env) 
             capture_output: base
         map:
           input: generated.json
+          isolation: none
           agent_template:
             - shell: "echo ${base}:${item_id}:${item.n} >> runs.log"
         reduce:
@@ -309,6 +315,7 @@ def test_env_vars_and_prodigy_variables_reach_every_agent(world: Env) -> None:
           - shell: "mkdir -p envs"
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: "{dump}"
               env:
@@ -344,6 +351,7 @@ def test_input_command_printing_json(world: Env) -> None:
         mode: mapreduce
         map:
           input: "printf '{\\"files\\": [{\\"p\\": \\"x\\"}, {\\"p\\": \\"y\\"}]}'"
+          isolation: none
           json_path: "$.files[*]"
           agent_template:
             - shell: "echo ${item_id}=${item.p} >> runs.log"
@@ -364,6 +372,7 @@ def test_input_command_one_item_per_line(world: Env) -> None:
           - shell: "mkdir -p got"
         map:
           input: "cat list.txt"
+          isolation: none
           agent_template:
             - shell: printf '%s' "$PRODIGY_ITEM" > got/${item_id}.json
         """,
@@ -393,6 +402,7 @@ def test_json_path_with_filter_expression(world: Env) -> None:
         mode: mapreduce
         map:
           input: data.json
+          isolation: none
           json_path: "$.files[?(@.size > 100)]"
           agent_template:
             - shell: "echo ${item_index} ${item.path} >> runs.log"
@@ -445,6 +455,7 @@ def test_item_pipeline(
         "mode: mapreduce\n"
         "map:\n"
         "  input: items.json\n"
+        "  isolation: none\n"
         f"  {settings}\n"
         "  agent_template:\n"
         '    - shell: "echo ${item_index} ${item_id} ${item.path}${item.size} >> runs.log"\n'
@@ -467,6 +478,7 @@ def test_id_field_names_the_items(world: Env) -> None:
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           distinct: path
           id_field: path
           agent_template:
@@ -511,6 +523,7 @@ def test_max_parallel_bounds_concurrent_agents(
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           max_parallel: {workflow_parallel}
           agent_template:
             - shell: "{CONCURRENCY_AGENT}"
@@ -537,6 +550,7 @@ def test_flaky_agent_succeeds_on_second_attempt(world: Env) -> None:
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: 'echo "${item_id} $PRODIGY_ATTEMPT ${attempt}" >> runs.log'
             - shell: 'test "$PRODIGY_ATTEMPT" -ge 2'
@@ -566,6 +580,7 @@ def test_always_failing_item_ends_in_dlq_after_max_attempts(world: Env) -> None:
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: 'echo ${item_id} >> runs.log; test "${item.p}" != bad'
         error_policy:
@@ -603,6 +618,7 @@ def test_on_item_failure_skip_exits_zero_without_dlq(world: Env) -> None:
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: 'echo ${item_id} >> runs.log; test "${item.p}" != bad'
         error_policy:
@@ -625,6 +641,7 @@ name: stop
 mode: mapreduce
 map:
   input: items.json
+  isolation: none
   max_parallel: 1
   agent_template:
     - shell: 'echo ${item_id} >> runs.log; test "${item.p}" != bad'
@@ -675,6 +692,7 @@ name: backoff
 mode: mapreduce
 map:
   input: items.json
+  isolation: none
   agent_template:
     - shell: 'echo ${item_id} >> runs.log; test "$PRODIGY_ATTEMPT" -ge 4'
 error_policy:
@@ -732,7 +750,8 @@ def test_timeouts_kill_the_agents_child_processes(
         "name: timeouts\n"
         "mode: mapreduce\n"
         "map:\n"
-        "  input: items.json"
+        "  input: items.json\n"
+        "  isolation: none"
         f"{agent_timeout}\n"
         "  agent_template:\n"
         '    - shell: "sleep 300 & echo $! > pids/${item_id}; wait"'
@@ -769,6 +788,7 @@ def test_on_failure_handler_that_succeeds_lets_the_agent_continue(world: Env) ->
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: 'test "${item.ok}" = yes'
               on_failure:
@@ -792,6 +812,7 @@ def test_on_failure_handler_that_fails_fails_the_attempt(world: Env) -> None:
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: 'test "${item.ok}" = yes'
               on_failure:
@@ -817,6 +838,7 @@ def test_claude_cost_and_tokens_in_results_and_summary(world: Env) -> None:
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           agent_template:
             - claude: "/analyze '${item.path}'"
         """
@@ -850,6 +872,7 @@ def test_claude_steps_in_setup_and_reduce_count_toward_the_job_total(world: Env)
           - claude: "/plan the work"
         map:
           input: items.json
+          isolation: none
           agent_template:
             - claude: "/analyze '${item.path}'"
         reduce:
@@ -873,6 +896,7 @@ def test_claude_is_error_fails_the_attempt_and_its_cost_still_counts(world: Env)
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           agent_template:
             - claude: "/analyze ${item.path}"
             - shell: "echo ${item_id} >> runs.log"
@@ -906,6 +930,7 @@ def test_missing_claude_binary_is_an_error_before_anything_runs(
           - shell: "echo setup >> runs.log"
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: "echo ${item_id} >> runs.log"
         reduce:
@@ -940,6 +965,7 @@ def test_dry_run_lists_items_and_creates_nothing(world: Env) -> None:
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: "echo ${item_id} >> runs.log"
             - claude: "/analyze ${item.path}"
@@ -966,6 +992,7 @@ def test_dry_run_counts_one_item_and_one_step_in_the_singular(world: Env) -> Non
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: "echo ${item.path}"
         reduce:
@@ -989,6 +1016,7 @@ def test_job_runs_on_when_the_reader_of_its_output_goes_away(world: Env) -> None
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           max_parallel: 2
           agent_template:
             - shell: "sleep 0.2 && echo ${item_id} >> runs.log"

@@ -599,6 +599,7 @@ def test_verbose_resume_prints_a_line_per_ended_attempt(world: Env) -> None:
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           max_parallel: 1
           agent_template:
             - shell: "test ${item.n} -ne 1"
@@ -627,6 +628,7 @@ def test_a_forced_resume_killed_before_any_attempt_ends_resumes_cleanly(world: E
         mode: mapreduce
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: "test ${item.n} -ne 1 || sh wait.sh ${attempt}"
         reduce:
@@ -672,6 +674,7 @@ def test_a_crash_between_freezing_items_and_the_next_checkpoint_resumes_cleanly(
           - shell: "echo setup >> setup.log"
         map:
           input: items.json
+          isolation: none
           agent_template:
             - shell: "echo ${item_id} >> runs.log"
         """,

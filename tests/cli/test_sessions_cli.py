@@ -18,6 +18,7 @@ COSTLY = """\
     mode: mapreduce
     map:
       input: items.json
+      isolation: none
       json_path: "$[*]"
       max_parallel: 4
       agent_template:
@@ -36,6 +37,7 @@ STOPPING = """\
     mode: mapreduce
     map:
       input: items.json
+      isolation: none
       json_path: "$[*]"
       max_parallel: 1
       agent_template:
@@ -50,6 +52,7 @@ WAITING = """\
     mode: mapreduce
     map:
       input: items.json
+      isolation: none
       json_path: "$[*]"
       max_parallel: 2
       agent_template:

@@ -4,6 +4,7 @@ pre-flight, loading a job's workflow back, and starting a runner.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def execute(
     first_event: Event,
 ) -> int:
     """Open the journal and events log and run the job to its end or interruption."""
+    options = dataclasses.replace(options, yes=options.yes or Settings.yes)
     runner, events = open_runner(
         job, meta, workflow, state, journal_valid_bytes, options, first_event
     )

@@ -18,6 +18,7 @@ class Settings:
     """The global options given before the command (`prodigy -v ...`)."""
 
     verbose = 0
+    yes = False  # -y: answer yes to every question (the final merge of worktree isolation)
 
 
 def say(text: str = "") -> None:

@@ -299,6 +299,7 @@ def _newest_unfinished_job() -> str:
 @click.option("-y", "--yes", is_flag=True, help="Answer yes to every question.")
 def resume(job_id: str | None, yes: bool) -> int:
     """Resume the newest unfinished job of this repository (or JOB_ID)."""
+    Settings.yes = yes
     return resume_job_id(job_id or _newest_unfinished_job())
 
 
@@ -332,6 +333,7 @@ def resume_job(
     verbose_flag: bool,
 ) -> int:
     """Resume one job by id."""
+    Settings.yes = yes
     if verbose_flag:
         Settings.verbose = max(Settings.verbose, 1)
     return resume_job_id(

@@ -9,16 +9,18 @@ import click
 import msgspec
 
 from prodigy.cli.common import check_claude, claude_bin, execute, verbose
-from prodigy.cli.output import say, warn
+from prodigy.cli.output import Settings, say, warn
 from prodigy.display import one_line, plural
 from prodigy.engine import RunOptions, base_environment, item_spec
+from prodigy.errors import WorkflowError
 from prodigy.events import JobStarted
 from prodigy.items import WorkItem, load_items
-from prodigy.job import create_job, metadata_document
+from prodigy.job import Isolation, create_job, metadata_document
 from prodigy.lock import JobLock
 from prodigy.state import JobState
-from prodigy.store import find_repository
+from prodigy.store import Repository, find_repository
 from prodigy.workflow import Workflow, load_workflow
+from prodigy.worktree import current_branch, head_commit
 
 PREVIEW_ITEMS = 20
 
@@ -44,16 +46,38 @@ def _dry_run(workflow: Workflow, items: list[WorkItem] | None, max_parallel: int
     return 0
 
 
+def _isolation(workflow: Workflow, repo: Repository) -> tuple[Isolation, str]:
+    """The job's isolation (SPEC §6: worktree inside git by default) and its base commit."""
+    wanted = workflow.map.isolation or ("worktree" if repo.git else "none")
+    if wanted == "none":
+        return "none", ""
+    if not repo.git:
+        raise WorkflowError(
+            f"map.isolation is worktree, but {repo.root} is not in a git repository; run the "
+            "workflow inside one, or set map.isolation: none."
+        )
+    base = head_commit(repo.root)
+    if base is None:
+        raise WorkflowError(
+            f"The git repository {repo.root} has no commit yet, and worktree isolation (the "
+            "default inside a git repository) starts the job's branch from HEAD; make a first "
+            "commit, or set map.isolation: none."
+        )
+    return "worktree", base
+
+
 def cook_workflow(
     workflow_file: Path, max_parallel: int | None, max_items: int | None, dry_run: bool
 ) -> int:
     workflow = load_workflow(workflow_file)
     check_claude(workflow)
     repo = find_repository(Path.cwd())
+    isolation, base_commit = _isolation(workflow, repo)
     parallel = max_parallel or workflow.map.max_parallel
     has_setup = workflow.setup is not None and bool(workflow.setup.steps)
     items: list[WorkItem] | None = None
-    if not has_setup:
+    # With worktree isolation the input is read in the job's parent worktree, once it exists.
+    if not has_setup and isolation == "none":
         # Without setup the input exists now: bad input is refused before any job exists.
         loaded = load_items(item_spec(workflow, max_items), repo.root, base_environment(workflow))
         for warning in loaded.warnings:
@@ -68,6 +92,9 @@ def cook_workflow(
         workflow.source_hash,
         workflow.name,
         len(workflow.reduce),
+        isolation=isolation,
+        base_commit=base_commit,
+        base_branch=(current_branch(repo.root) or "") if isolation == "worktree" else "",
     )
     lock = JobLock(job.lock, job.job_id, "cook")
     lock.acquire()
@@ -106,6 +133,7 @@ def _command(name: str, help_text: str) -> click.Command:
         yes: bool,
         dry_run: bool,
     ) -> int:
+        Settings.yes = yes
         return cook_workflow(workflow_file, max_parallel, max_items, dry_run)
 
     decorated: Callable[..., int] = callback
