@@ -120,6 +120,64 @@ def _status(
     return "unknown", False
 
 
+@dataclass(frozen=True)
+class _Progress:
+    """How far a job got and what it cost, as one source tells it."""
+
+    counts: Counts
+    source: CountsSource
+    phase: str
+    version: int | None
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+
+
+def _progress_from_journal(state: JobState, reduce_steps: int) -> _Progress:
+    spent = state.spent
+    return _Progress(
+        counts=counts(state),
+        source="journal",
+        phase=phase(state, reduce_steps),
+        version=state.version,
+        cost_usd=spent.cost_usd,
+        input_tokens=spent.input_tokens,
+        output_tokens=spent.output_tokens,
+    )
+
+
+def _progress_from_metadata(meta: StoredMetadata, source: CountsSource) -> _Progress:
+    """metadata.json's copy as of its last update, for a journal left unread or unreadable."""
+    return _Progress(
+        counts=meta.counts,
+        source=source,
+        phase=meta.phase,
+        version=meta.version,
+        cost_usd=meta.cost_usd,
+        input_tokens=meta.input_tokens,
+        output_tokens=meta.output_tokens,
+    )
+
+
+def _other_holder(job: JobDir) -> LockHolder | None:
+    """Who else holds the job's lock, if anyone: a live run of it."""
+    try:
+        holder = is_locked(job.lock)
+    except OSError:
+        return None
+    if holder is not None and (holder.pid, holder.host) == (os.getpid(), socket.gethostname()):
+        # This process holds the lock (a clean deciding under it): nobody else is running it.
+        return None
+    return holder
+
+
+def _checkpoint_files(job: JobDir) -> tuple[int, ...]:
+    try:
+        return tuple(job.checkpoint_versions())
+    except OSError:
+        return ()
+
+
 def summarize(job: JobDir, replay_journal: bool = True) -> JobSummary:
     """Everything the listings show about one job. `replay_journal=False` trusts metadata.json
     for counts (cheaper, and enough to decide whether a job is finished)."""
@@ -133,33 +191,12 @@ def summarize(job: JobDir, replay_journal: bool = True) -> JobSummary:
         state, problem = _read_state(job)
         if problem:
             problems.append(problem)
-    try:
-        holder = is_locked(job.lock)
-    except OSError:
-        holder = None
-    if holder is not None and (holder.pid, holder.host) == (os.getpid(), socket.gethostname()):
-        # This process holds the lock (a clean deciding under it): nobody else is running it.
-        holder = None
+    holder = _other_holder(job)
     status, crashed = _status(meta.status, state.ended if state else None, holder)
-
-    source: CountsSource
     if state is not None:
-        job_counts = counts(state)
-        source = "journal"
-        job_phase: str = phase(state, meta.reduce_steps)
-        cost = (state.spent.cost_usd, state.spent.input_tokens, state.spent.output_tokens)
-        version: int | None = state.version
+        progress = _progress_from_journal(state, meta.reduce_steps)
     else:
-        job_counts = meta.counts
-        source = "metadata" if found is not None else "none"
-        job_phase = meta.phase
-        cost = (meta.cost_usd, meta.input_tokens, meta.output_tokens)
-        version = meta.version
-
-    try:
-        on_disk = tuple(job.checkpoint_versions())
-    except OSError:
-        on_disk = ()
+        progress = _progress_from_metadata(meta, "metadata" if found is not None else "none")
     return JobSummary(
         job_id=job.job_id,
         repo=meta.repo or job.repo,
@@ -170,17 +207,17 @@ def summarize(job: JobDir, replay_journal: bool = True) -> JobSummary:
         status=status,
         crashed=crashed,
         holder=holder,
-        phase=job_phase,
-        counts=job_counts,
-        counts_source=source,
-        version=version,
-        checkpoint_versions=on_disk,
+        phase=progress.phase,
+        counts=progress.counts,
+        counts_source=progress.source,
+        version=progress.version,
+        checkpoint_versions=_checkpoint_files(job),
         latest_checkpoint=job.latest_version(),
         started_at=meta.created_at or time_from_job_id(job.job_id),
         updated_at=meta.updated_at,
-        cost_usd=cost[0],
-        input_tokens=cost[1],
-        output_tokens=cost[2],
+        cost_usd=progress.cost_usd,
+        input_tokens=progress.input_tokens,
+        output_tokens=progress.output_tokens,
         problems=tuple(problems),
     )
 

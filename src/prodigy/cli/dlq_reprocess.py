@@ -8,6 +8,7 @@ like any other attempts: successes leave the DLQ, failures stay with their histo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,11 +16,23 @@ from prodigy.cli.output import say
 from prodigy.display import plural
 from prodigy.errors import ProdigyError
 from prodigy.events import DlqItemRemoved, DlqReprocessStarted, EventLog
-from prodigy.job import ItemsFile, append_records, read_job_metadata
-from prodigy.journal import read_journal
+from prodigy.job import ItemsFile, JobMetadata, append_records, read_job_metadata
+from prodigy.journal import JournalContents, read_journal
 from prodigy.lock import JobLock
-from prodigy.state import STATUS_NAMES, ItemStatus, Requeued, needs_manual_review, replay
-from prodigy.store import find_job
+from prodigy.state import (
+    STATUS_NAMES,
+    ItemStatus,
+    JobEndStatus,
+    JobState,
+    Requeued,
+    needs_manual_review,
+    replay,
+)
+from prodigy.store import JobDir, find_job
+
+if TYPE_CHECKING:
+    # Only the type: loading the workflow model at import would slow `prodigy dlq list`.
+    from prodigy.workflow import Workflow
 
 
 def _choose(
@@ -48,6 +61,56 @@ def _choose(
     return chosen
 
 
+def _choose_items(
+    job: JobDir, state: JobState, wanted: tuple[str, ...], force: bool
+) -> tuple[list[int], dict[int, str]]:
+    """The DLQ items to run again (all, or those named by --item) and their ids."""
+    if state.item_count is None:
+        raise ProdigyError(f"Job {job.job_id} has not reached its map phase; it has no DLQ.")
+    ids = ItemsFile(job.items)
+    try:
+        chosen = _choose(job.job_id, ids.ids, state.status, wanted)
+        id_of = {index: ids.ids[index] for index in chosen}
+    finally:
+        ids.close()
+    return _without_manual_review(state, chosen, force), id_of
+
+
+def _without_manual_review(state: JobState, chosen: list[int], force: bool) -> list[int]:
+    """Leave out items a plain rerun cannot fix, saying so, unless --force includes them."""
+    review = [i for i in chosen if needs_manual_review(state.history.get(i, []))]
+    if not review or force:
+        return chosen
+    one = len(review) == 1
+    say(
+        f"Skipping {plural(len(review), 'item')} that {'needs' if one else 'need'} "
+        "manual review (the same error keeps repeating, or the item lacks a field the "
+        f"template uses); pass --force to include {'it' if one else 'them'}."
+    )
+    return [i for i in chosen if i not in review]
+
+
+def _record_requeue(
+    job: JobDir,
+    contents: JournalContents,
+    state: JobState,
+    chosen: list[int],
+    id_of: dict[int, str],
+    rounds: int,
+) -> tuple[JobState, JournalContents]:
+    """Give each chosen item `rounds` more attempts; the state and journal after the requeue."""
+    requeue = Requeued(indexes=chosen, limits=[state.attempts[i] + rounds for i in chosen])
+    state, contents = append_records(job, contents, [requeue])
+    # Only now that the requeue is durable: the items have left the DLQ.
+    events_log = EventLog(job.events, job.job_id)
+    try:
+        for index in chosen:
+            events_log.emit(DlqItemRemoved(item_id=id_of[index], attempts=state.attempts[index]))
+    finally:
+        events_log.close()
+    return state, contents
+
+
 @click.command("reprocess")
 @click.argument("job_id")
 @click.option("--max-parallel", type=click.IntRange(min=1), help="Agents at a time.")
@@ -55,77 +118,68 @@ def _choose(
 @click.option("--force", is_flag=True, help="Also items marked for manual review.")
 def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], force: bool) -> int:
     """Run the DLQ items of JOB_ID again; successes leave the DLQ."""
-    # The engine is imported here so that `prodigy dlq list` stays quick to start.
-    from prodigy.cli.common import (
-        check_claude,
-        claude_bin,
-        load_job_workflow,
-        open_runner,
-        verbose,
-    )
-    from prodigy.engine import RunOptions, run_reprocess
-
     job = find_job(job_id)
     lock = JobLock(job.lock, job.job_id, "dlq reprocess")
     lock.acquire()
     try:
-        meta = read_job_metadata(job)
-        contents = read_journal(job.journal)
-        state = replay(contents.records)
-        if state.item_count is None:
-            raise ProdigyError(f"Job {job.job_id} has not reached its map phase; it has no DLQ.")
-        ids = ItemsFile(job.items)
-        try:
-            chosen = _choose(job.job_id, ids.ids, state.status, items)
-            id_of = {index: ids.ids[index] for index in chosen}
-        finally:
-            ids.close()
-        review = [i for i in chosen if needs_manual_review(state.history.get(i, []))]
-        if review and not force:
-            chosen = [i for i in chosen if i not in review]
-            one = len(review) == 1
-            say(
-                f"Skipping {plural(len(review), 'item')} that {'needs' if one else 'need'} "
-                "manual review (the same error keeps repeating, or the item lacks a field the "
-                f"template uses); pass --force to include {'it' if one else 'them'}."
-            )
-        if not chosen:
-            say(f"No DLQ items to reprocess in job {job.job_id}.")
-            return 0
-        # A changed template is allowed here: fixing it is a common reason to reprocess.
-        workflow = load_job_workflow(job, Path(meta.workflow_path), meta.workflow_hash, True)
-        check_claude(workflow)
-        say(f"Processing {plural(len(chosen), 'DLQ item')}...")
-        status_before = state.ended
-        rounds = workflow.error_policy.retry_config.max_attempts
-        requeue = Requeued(indexes=chosen, limits=[state.attempts[i] + rounds for i in chosen])
-        state, contents = append_records(job, contents, [requeue])
-        # Only now that the requeue is durable: the items have left the DLQ.
-        events_log = EventLog(job.events, job.job_id)
-        try:
-            for index in chosen:
-                events_log.emit(
-                    DlqItemRemoved(item_id=id_of[index], attempts=state.attempts[index])
-                )
-        finally:
-            events_log.close()
-        options = RunOptions(
-            max_parallel=max_parallel or workflow.map.max_parallel,
-            claude_bin=claude_bin(),
-            verbose=verbose(),
-        )
-        runner, events = open_runner(
-            job,
-            meta,
-            workflow,
-            state,
-            contents.valid_bytes,
-            options,
-            DlqReprocessStarted(workflow=meta.workflow_path, items=len(chosen)),
-        )
-        try:
-            return run_reprocess(runner, chosen, status_before)
-        finally:
-            events.close()
+        return _reprocess_locked(job, max_parallel, items, force)
     finally:
         lock.release()
+
+
+def _reprocess_locked(
+    job: JobDir, max_parallel: int | None, wanted: tuple[str, ...], force: bool
+) -> int:
+    # Imported here, like the engine below, so that `prodigy dlq list` stays quick to start.
+    from prodigy.cli.common import check_claude, load_job_workflow
+
+    meta = read_job_metadata(job)
+    contents = read_journal(job.journal)
+    state = replay(contents.records)
+    chosen, id_of = _choose_items(job, state, wanted, force)
+    if not chosen:
+        say(f"No DLQ items to reprocess in job {job.job_id}.")
+        return 0
+    # A changed template is allowed here: fixing it is a common reason to reprocess.
+    workflow = load_job_workflow(job, Path(meta.workflow_path), meta.workflow_hash, True)
+    check_claude(workflow)
+    say(f"Processing {plural(len(chosen), 'DLQ item')}...")
+    status_before = state.ended
+    rounds = workflow.error_policy.retry_config.max_attempts
+    state, contents = _record_requeue(job, contents, state, chosen, id_of, rounds)
+    return _run_requeued(job, meta, workflow, state, contents, chosen, status_before, max_parallel)
+
+
+def _run_requeued(
+    job: JobDir,
+    meta: JobMetadata,
+    workflow: Workflow,
+    state: JobState,
+    contents: JournalContents,
+    chosen: list[int],
+    status_before: JobEndStatus | None,
+    max_parallel: int | None,
+) -> int:
+    """Run the requeued items; unless that completes the job, it ends with `status_before`."""
+    # The engine is imported here so that `prodigy dlq list` stays quick to start.
+    from prodigy.cli.common import claude_bin, open_runner, verbose
+    from prodigy.engine import RunOptions, run_reprocess
+
+    options = RunOptions(
+        max_parallel=max_parallel or workflow.map.max_parallel,
+        claude_bin=claude_bin(),
+        verbose=verbose(),
+    )
+    runner, events = open_runner(
+        job,
+        meta,
+        workflow,
+        state,
+        contents.valid_bytes,
+        options,
+        DlqReprocessStarted(workflow=meta.workflow_path, items=len(chosen)),
+    )
+    try:
+        return run_reprocess(runner, chosen, status_before)
+    finally:
+        events.close()

@@ -7,6 +7,8 @@ changes the job between validation and running.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,8 @@ from prodigy.events import (
     JobResumed,
     count_fields,
 )
-from prodigy.job import ItemsFile, append_records, read_job_metadata
-from prodigy.journal import read_journal
+from prodigy.job import ItemsFile, JobMetadata, append_records, read_job_metadata
+from prodigy.journal import JournalContents, read_journal
 from prodigy.lock import JobLock
 from prodigy.state import (
     ItemStatus,
@@ -86,12 +88,14 @@ def _check_consistency(
         )
 
 
-def _fresh_limits(state: JobState, indexes: list[int], workflow: Workflow, extra: int) -> list[int]:
-    rounds = workflow.error_policy.retry_config.max_attempts + extra
+def _fresh_limits(
+    state: JobState, indexes: Sequence[int], max_attempts: int, extra: int
+) -> list[int]:
+    rounds = max_attempts + extra
     return [state.attempts[i] + rounds for i in indexes]
 
 
-def _item_ids(job: JobDir, indexes: list[int]) -> list[str]:
+def _item_ids(job: JobDir, indexes: Sequence[int]) -> list[str]:
     if not indexes:
         return []
     items = ItemsFile(job.items)
@@ -99,6 +103,177 @@ def _item_ids(job: JobDir, indexes: list[int]) -> list[str]:
         return [items.ids[i] for i in indexes]
     finally:
         items.close()
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    """The flags of `resume-job`; a plain `resume` is all defaults."""
+
+    force: bool = False
+    max_parallel: int | None = None
+    extra_retries: int = 0
+    skip_validation: bool = False
+    from_checkpoint: int | None = None
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """What a resume records before it runs, and the status lines that announce it.
+
+    Decided from the state alone (`plan_resume`), so every refusal is raised before anything
+    is printed or written.
+    """
+
+    said: tuple[str, ...]
+    rollback_to: int | None = None
+    requeue: tuple[int, ...] = ()
+    limits: tuple[int, ...] = ()  # the new attempt limit of each requeued item
+    rerun_reduce: bool = False
+    out_of_dlq: tuple[int, ...] = ()  # the requeued items that leave the DLQ
+    already_complete: bool = False  # nothing to record or run (--skip-validation on a done job)
+
+    def records(self) -> list[Record]:
+        """The journal records that carry out this plan (none for a plain resume)."""
+        appended: list[Record] = []
+        if self.rollback_to is not None:
+            appended.append(RolledBack(to_version=self.rollback_to))
+        if self.requeue or self.rerun_reduce:
+            appended.append(
+                Requeued(
+                    indexes=list(self.requeue),
+                    limits=list(self.limits),
+                    rerun_reduce=self.rerun_reduce,
+                )
+            )
+        return appended
+
+
+def plan_resume(
+    job_id: str,
+    records: Sequence[Record],
+    state: JobState,
+    workflow: Workflow,
+    request: ResumeRequest,
+    checkpoint_files: Sequence[int],
+) -> ResumePlan:
+    """Decide what resuming `state` (the replay of `records`) does, or raise why it cannot.
+
+    `checkpoint_files` (the versions on disk) only serve to name them when a version is refused.
+    """
+    head = f"Resuming job {job_id}"
+    if request.from_checkpoint is not None:
+        return _plan_rollback(
+            job_id, records, state, request.from_checkpoint, checkpoint_files, head
+        )
+    c = counts(state)
+    in_dlq = f", {c.dead} in DLQ" if c.dead else ""
+    loaded = (
+        f"Loaded checkpoint v{state.version}: {c.succeeded} completed, "
+        f"{c.remaining} remaining{in_dlq}"
+    )
+    if phase(state, len(workflow.reduce)) == "done":
+        return _plan_complete_job(job_id, state, workflow, request, (head, loaded))
+    return _plan_unfinished_job(state, workflow, request, (head, loaded))
+
+
+def _plan_rollback(
+    job_id: str,
+    records: Sequence[Record],
+    state: JobState,
+    to_version: int,
+    checkpoint_files: Sequence[int],
+    head: str,
+) -> ResumePlan:
+    if not 0 <= to_version <= state.version:
+        on_disk = ", ".join(f"v{v}" for v in checkpoint_files) or "none"
+        raise ProdigyError(
+            f"Checkpoint v{to_version} does not exist for job {job_id}: versions "
+            f"0 to {state.version} can be restored (checkpoint files on disk: {on_disk}).",
+            exit_code=1,
+        )
+    target = counts(replay(records, to_version))
+    return ResumePlan(
+        said=(
+            head,
+            f"Loading checkpoint v{to_version}...",
+            f"Rolling back to: {target.succeeded} completed, {target.remaining} remaining",
+        ),
+        rollback_to=to_version,
+    )
+
+
+def _plan_complete_job(
+    job_id: str,
+    state: JobState,
+    workflow: Workflow,
+    request: ResumeRequest,
+    said: tuple[str, ...],
+) -> ResumePlan:
+    c = counts(state)
+    if request.force:
+        failed = state.indexes_with(ItemStatus.DEAD, ItemStatus.SKIPPED)
+        max_attempts = workflow.error_policy.retry_config.max_attempts
+        return ResumePlan(
+            said=(
+                *said,
+                f"Forcing a re-run of {plural(len(failed), 'failed item')} and the reduce "
+                "phase of a completed job",
+            ),
+            requeue=tuple(failed),
+            limits=tuple(_fresh_limits(state, failed, max_attempts, request.extra_retries)),
+            rerun_reduce=True,
+            out_of_dlq=tuple(state.indexes_with(ItemStatus.DEAD)),
+        )
+    if c.dead:
+        raise ProdigyError(
+            f"No retriable items found in job {job_id}: nothing is pending and the "
+            f"{plural(c.dead, 'failed item')} {'is' if c.dead == 1 else 'are'} in the DLQ.",
+            hint=f"Use --force to retry {'it' if c.dead == 1 else 'them'} anyway, or "
+            "`prodigy dlq reprocess "
+            f"{job_id}`.",
+        )
+    if request.skip_validation:
+        return ResumePlan(
+            said=(*said, f"Job {job_id} is complete: nothing is left to run."),
+            already_complete=True,
+        )
+    raise ProdigyError(
+        f"Job {job_id} is already complete ({c.succeeded}/"
+        f"{plural(c.total, 'item')} succeeded, reduce done).",
+        hint="Use --force to re-run its reduce phase.",
+    )
+
+
+def _plan_unfinished_job(
+    state: JobState, workflow: Workflow, request: ResumeRequest, said: tuple[str, ...]
+) -> ResumePlan:
+    lines = list(said)
+    requeue: list[int] = []
+    limits: list[int] = []
+    dead = state.indexes_with(ItemStatus.DEAD) if request.force else []
+    if dead:
+        max_attempts = workflow.error_policy.retry_config.max_attempts
+        requeue = list(dead)
+        limits = _fresh_limits(state, dead, max_attempts, request.extra_retries)
+        lines.append(f"Forcing {plural(len(dead), 'DLQ item')} back into the queue")
+    extra = request.extra_retries
+    if extra:
+        retriable = state.indexes_with(ItemStatus.RETRIABLE)
+        lines.append(f"Resuming with {plural(len(retriable), 'retriable item')}")
+        lines.append(f"Granting {plural(extra, 'additional retry attempt')}")
+        requeue += retriable
+        limits += [state.limits[i] + extra for i in retriable]
+    if phase(state, len(workflow.reduce)) == "reduce":
+        lines.append(
+            f"Map phase finished; resuming the reduce phase at step "
+            f"{state.reduce_done + 1} of {len(workflow.reduce)}"
+        )
+    return ResumePlan(
+        said=tuple(lines),
+        requeue=tuple(requeue),
+        limits=tuple(limits),
+        out_of_dlq=tuple(dead),
+    )
 
 
 def resume_job_id(
@@ -109,6 +284,9 @@ def resume_job_id(
     skip_validation: bool = False,
     from_checkpoint: int | None = None,
 ) -> int:
+    request = ResumeRequest(
+        force, max_parallel, max_additional_retries, skip_validation, from_checkpoint
+    )
     job = find_job(job_id)
     lock = JobLock(job.lock, job.job_id, "resume")
     lock.acquire()
@@ -118,152 +296,130 @@ def resume_job_id(
                 f"Taking over the lock of job {job.job_id} left by "
                 f"{lock.taken_over.describe()}, which is no longer running."
             )
-        return _resume_locked(
-            job, force, max_parallel, max_additional_retries, skip_validation, from_checkpoint
-        )
+        return _resume_locked(job, request)
     finally:
         lock.release()
 
 
-def _resume_locked(
-    job: JobDir,
-    force: bool,
-    max_parallel: int | None,
-    extra_retries: int,
-    skip_validation: bool,
-    from_checkpoint: int | None,
-) -> int:
+def _resume_locked(job: JobDir, request: ResumeRequest) -> int:
+    stopped = _load_stopped_job(job, request)
+    state, contents = stopped.state, stopped.contents
+    plan = plan_resume(
+        job.job_id, contents.records, state, stopped.workflow, request, job.checkpoint_versions()
+    )
+    if plan.already_complete:
+        say("\n".join(plan.said))
+        return 0
+    # Read before anything is recorded, so a damaged items file changes nothing.
+    out_of_dlq_ids = _item_ids(job, plan.out_of_dlq)
+    say("\n".join(plan.said))
+    if stopped.latest_damaged:
+        _set_aside_corrupt(job)
+    state, contents = _record_plan(job, contents, state, plan, out_of_dlq_ids)
+    return _run_resumed(job, stopped.meta, stopped.workflow, state, contents, request)
+
+
+@dataclass(frozen=True)
+class _StoppedJob:
+    """A job read back under its lock and checked: the state to plan a resume from."""
+
+    meta: JobMetadata
+    contents: JournalContents
+    state: JobState
+    workflow: Workflow
+    latest_damaged: bool  # the latest checkpoint is unreadable and must be set aside
+
+
+def _load_stopped_job(job: JobDir, request: ResumeRequest) -> _StoppedJob:
     meta = read_job_metadata(job)
     contents = read_journal(job.journal)
-    records = contents.records
-    state = replay(records)
-    latest_damaged = False
+    state = replay(contents.records)
+    checkpoint, latest_damaged = _read_latest_checkpoint(job, request)
+    if checkpoint is not None and not request.skip_validation:
+        _check_consistency(job, checkpoint, contents.records, state)
+    workflow = load_job_workflow(
+        job, Path(meta.workflow_path), meta.workflow_hash, request.skip_validation
+    )
+    check_claude(workflow)
+    return _StoppedJob(meta, contents, state, workflow, latest_damaged)
+
+
+def _read_latest_checkpoint(
+    job: JobDir, request: ResumeRequest
+) -> tuple[CheckpointHead | None, bool]:
+    """The latest checkpoint (None if there is none yet), and whether it is damaged.
+
+    Damage is only survivable when the resume does not depend on that file: --force or
+    --from-checkpoint rebuild from the journal.
+    """
     try:
-        checkpoint = read_checkpoint(job) if job.latest.exists() else None
+        return (read_checkpoint(job) if job.latest.exists() else None), False
     except StateError:
-        if from_checkpoint is None and not force:
+        if request.from_checkpoint is None and not request.force:
             raise
-        latest_damaged = True
-        checkpoint = None
         warn(
             f"The latest checkpoint of job {job.job_id} is unreadable; rebuilding from the "
             "journal instead."
         )
-    if checkpoint is not None and not skip_validation:
-        _check_consistency(job, checkpoint, records, state)
-    workflow = load_job_workflow(job, Path(meta.workflow_path), meta.workflow_hash, skip_validation)
-    check_claude(workflow)
+        return None, True
 
-    # Status lines are printed once every refusal has been ruled out.
-    said: list[str] = [f"Resuming job {job.job_id}"]
-    requeue: list[int] = []
-    limits: list[int] = []
-    out_of_dlq: list[int] = []
-    rerun_reduce = False
-    if from_checkpoint is not None:
-        if not 0 <= from_checkpoint <= state.version:
-            on_disk = ", ".join(f"v{v}" for v in job.checkpoint_versions()) or "none"
-            raise ProdigyError(
-                f"Checkpoint v{from_checkpoint} does not exist for job {job.job_id}: versions "
-                f"0 to {state.version} can be restored (checkpoint files on disk: {on_disk}).",
-                exit_code=1,
-            )
-        said.append(f"Loading checkpoint v{from_checkpoint}...")
-        target = replay(records, from_checkpoint)
-        tc = counts(target)
-        said.append(f"Rolling back to: {tc.succeeded} completed, {tc.remaining} remaining")
-    else:
-        c = counts(state)
-        extra = f", {c.dead} in DLQ" if c.dead else ""
-        said.append(
-            f"Loaded checkpoint v{state.version}: {c.succeeded} completed, "
-            f"{c.remaining} remaining{extra}"
-        )
-        current = phase(state, len(workflow.reduce))
-        dead = state.indexes_with(ItemStatus.DEAD, ItemStatus.SKIPPED)
-        if current == "done":
-            if force:
-                requeue = dead
-                out_of_dlq = state.indexes_with(ItemStatus.DEAD)
-                limits = _fresh_limits(state, dead, workflow, extra_retries)
-                rerun_reduce = True
-                said.append(
-                    f"Forcing a re-run of {plural(len(dead), 'failed item')} and the reduce "
-                    "phase of a completed job"
-                )
-            elif c.dead:
-                raise ProdigyError(
-                    f"No retriable items found in job {job.job_id}: nothing is pending and the "
-                    f"{plural(c.dead, 'failed item')} {'is' if c.dead == 1 else 'are'} in the DLQ.",
-                    hint=f"Use --force to retry {'it' if c.dead == 1 else 'them'} anyway, or "
-                    "`prodigy dlq reprocess "
-                    f"{job.job_id}`.",
-                )
-            elif skip_validation:
-                said.append(f"Job {job.job_id} is complete: nothing is left to run.")
-                say("\n".join(said))
-                return 0
-            else:
-                raise ProdigyError(
-                    f"Job {job.job_id} is already complete ({c.succeeded}/"
-                    f"{plural(c.total, 'item')} succeeded, reduce done).",
-                    hint="Use --force to re-run its reduce phase.",
-                )
-        else:
-            if force and state.indexes_with(ItemStatus.DEAD):
-                requeue = state.indexes_with(ItemStatus.DEAD)
-                out_of_dlq = list(requeue)
-                limits = _fresh_limits(state, requeue, workflow, extra_retries)
-                said.append(f"Forcing {plural(len(requeue), 'DLQ item')} back into the queue")
-            retriable = state.indexes_with(ItemStatus.RETRIABLE)
-            if extra_retries:
-                said.append(f"Resuming with {plural(len(retriable), 'retriable item')}")
-                said.append(f"Granting {plural(extra_retries, 'additional retry attempt')}")
-                requeue += retriable
-                limits += [state.limits[i] + extra_retries for i in retriable]
-            if current == "reduce":
-                said.append(
-                    f"Map phase finished; resuming the reduce phase at step "
-                    f"{state.reduce_done + 1} of {len(workflow.reduce)}"
-                )
 
-    # Read before anything is recorded, so a damaged items file changes nothing.
-    out_of_dlq_ids = _item_ids(job, out_of_dlq)
-    say("\n".join(said))
-    if latest_damaged:
-        _set_aside_corrupt(job)
-    appended: list[Record] = []
-    if from_checkpoint is not None:
-        appended.append(RolledBack(to_version=from_checkpoint))
-    if requeue or rerun_reduce:
-        appended.append(Requeued(indexes=requeue, limits=limits, rerun_reduce=rerun_reduce))
+def _record_plan(
+    job: JobDir,
+    contents: JournalContents,
+    state: JobState,
+    plan: ResumePlan,
+    out_of_dlq_ids: Sequence[str],
+) -> tuple[JobState, JournalContents]:
+    """Append the plan's records, then log what they did; the state and journal after them."""
+    appended = plan.records()
     if appended:
         state, contents = append_records(job, contents, appended)
     # Only now that the records are durable: the log must never report an item out of the DLQ
     # (or a rollback) that a crash could still take back.
-    if from_checkpoint is not None or out_of_dlq:
+    if plan.rollback_to is not None or plan.out_of_dlq:
         events = EventLog(job.events, job.job_id)
         try:
-            if from_checkpoint is not None:
-                events.emit(CheckpointRestored(version=from_checkpoint, new_version=state.version))
-            for index, item_id in zip(out_of_dlq, out_of_dlq_ids, strict=True):
+            if plan.rollback_to is not None:
+                events.emit(CheckpointRestored(version=plan.rollback_to, new_version=state.version))
+            for index, item_id in zip(plan.out_of_dlq, out_of_dlq_ids, strict=True):
                 events.emit(DlqItemRemoved(item_id=item_id, attempts=state.attempts[index]))
         finally:
             events.close()
+    return state, contents
 
+
+def _continuing_lines(request: ResumeRequest, workflow: Workflow, state: JobState) -> list[str]:
+    """What the run is about to do, said after the plan is recorded."""
+    lines: list[str] = []
     configured = workflow.map.max_parallel
-    parallel = max_parallel or configured
     remaining = counts(state).remaining
-    if from_checkpoint is not None:
-        say(f"Continuing from checkpoint v{from_checkpoint}...")
-    if max_parallel is not None and max_parallel != configured:
-        say(f"Resuming job with max_parallel override: {configured} -> {max_parallel}")
-        say(
-            f"Processing {plural(remaining, 'remaining item')} with "
-            f"{plural(max_parallel, 'parallel agent')}..."
+    if request.from_checkpoint is not None:
+        lines.append(f"Continuing from checkpoint v{request.from_checkpoint}...")
+    if request.max_parallel is not None and request.max_parallel != configured:
+        lines.append(
+            f"Resuming job with max_parallel override: {configured} -> {request.max_parallel}"
         )
-    elif from_checkpoint is None and phase(state, len(workflow.reduce)) == "map":
-        say(f"Continuing with {plural(remaining, 'pending item')}...")
+        lines.append(
+            f"Processing {plural(remaining, 'remaining item')} with "
+            f"{plural(request.max_parallel, 'parallel agent')}..."
+        )
+    elif request.from_checkpoint is None and phase(state, len(workflow.reduce)) == "map":
+        lines.append(f"Continuing with {plural(remaining, 'pending item')}...")
+    return lines
+
+
+def _run_resumed(
+    job: JobDir,
+    meta: JobMetadata,
+    workflow: Workflow,
+    state: JobState,
+    contents: JournalContents,
+    request: ResumeRequest,
+) -> int:
+    for line in _continuing_lines(request, workflow, state):
+        say(line)
+    parallel = request.max_parallel or workflow.map.max_parallel
     options = RunOptions(max_parallel=parallel, claude_bin=claude_bin(), verbose=verbose())
     return execute(
         job,
