@@ -155,6 +155,10 @@ class GitWorkspace:
             lock.unlink(missing_ok=True)
         if (git_dir / "MERGE_HEAD").exists():
             await here.run("merge", "--abort", check=False)
+        elif not await here.ok("diff", "--cached", "--quiet"):
+            # A merge killed before it wrote MERGE_HEAD (in its commit hook, say) leaves its
+            # result staged. `reset --merge` drops what is staged and keeps unstaged changes.
+            await here.run("reset", "--merge", "--quiet", "HEAD", check=False)
 
     async def _remove_strays(self) -> None:
         """Directories under the job's agents folder that git does not know as worktrees."""
