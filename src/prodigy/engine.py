@@ -19,10 +19,10 @@ from prodigy.events import CheckpointCreated, EventLog
 from prodigy.executors import Executor, open_executor
 from prodigy.final_merge import merge_into_base
 from prodigy.interrupts import Interrupts
-from prodigy.items import WorkItem
 from prodigy.job import JobMetadata
 from prodigy.journal import Journal
 from prodigy.phases import (
+    attempt_runner,
     base_environment,
     conflict_steps,
     freeze_items,
@@ -33,7 +33,7 @@ from prodigy.phases import (
 from prodigy.progress import Reporter
 from prodigy.recorder import AttemptLines, Observer, Recorder, RecordEvents
 from prodigy.scheduler import MapRules, MapScheduler
-from prodigy.state import Attempt, ItemStatus, JobEndStatus, JobState, phase
+from prodigy.state import ItemStatus, JobEndStatus, JobState, phase
 from prodigy.store import JobDir
 from prodigy.workflow import Workflow
 from prodigy.workspace import Workspace
@@ -168,15 +168,10 @@ class JobRunner:
         items = run.open_items()
         spec = self._agent_spec()
 
-        async def attempt(item: WorkItem, number: int) -> Attempt:
-            async with run.workspace.attempt(item, number) as place:
-                result = await run.executor.run_attempt(spec, item, number, place.path)
-                return place.describe(result)
-
         scheduler = MapScheduler(
             run.state,
             items,
-            attempt,
+            attempt_runner(run, spec),
             run.recorder,
             MapRules(run.options.max_parallel, run.workflow.error_policy, enforce_limits),
             run.interrupts,

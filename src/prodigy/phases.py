@@ -7,6 +7,7 @@ returns None and records nothing for the step that did not finish.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,13 +15,14 @@ from typing import Any
 
 import msgspec
 
-from prodigy.agent import AfterStep, SequenceResult
+from prodigy.agent import AfterStep, AgentSpec, SequenceResult
 from prodigy.context import RunContext
 from prodigy.display import plural
 from prodigy.errors import ProdigyError
 from prodigy.events import ReduceCompleted, ReduceStarted, SetupStarted
 from prodigy.items import ItemSpec, WorkItem, load_items
 from prodigy.job import write_items
+from prodigy.scheduler import RunAttempt
 from prodigy.state import (
     Attempt,
     ItemsFrozen,
@@ -30,6 +32,7 @@ from prodigy.state import (
     SetupCompleted,
     Spend,
     counts,
+    error_signature,
 )
 from prodigy.steps import StepContext, StepOutcome
 from prodigy.workflow import Step, Workflow
@@ -221,3 +224,46 @@ def conflict_steps(run: RunContext) -> ConflictSteps:
         return done.failure is None
 
     return resolve
+
+
+def attempt_runner(run: RunContext, spec: AgentSpec) -> RunAttempt:
+    """One attempt, start to end: its place (a worktree when isolated), `worktree_setup` steps
+    there, then the agent; the result names the place when it is one of its own."""
+
+    async def attempt(item: WorkItem, number: int) -> Attempt:
+        async with run.workspace.attempt(item, number) as place:
+            prepared = await _prepare(run, spec, item, number, place.path)
+            if prepared is not None and not prepared.ok:
+                return place.describe(prepared)
+            result = await run.executor.run_attempt(spec, item, number, place.path)
+            if prepared is not None:
+                result = msgspec.structs.replace(
+                    result,
+                    worktree_setup_s=prepared.duration_s,
+                    spend=prepared.spend + result.spend,
+                )
+            return place.describe(result)
+
+    return attempt
+
+
+async def _prepare(
+    run: RunContext, spec: AgentSpec, item: WorkItem, number: int, cwd: Path
+) -> Attempt | None:
+    """`map.worktree_setup` in a new agent worktree, as an attempt of its own (None when there
+    is nothing to run). It fails the attempt like a step of the agent would."""
+    steps = run.workflow.map.worktree_setup
+    if not steps or cwd == run.workspace.root:
+        return None
+    setup_spec = dataclasses.replace(spec, template=steps, agent_timeout=None)
+    done = await run.executor.run_attempt(setup_spec, item, number, cwd)
+    if done.ok:
+        return done
+    error = f"map.worktree_setup failed: {done.error}"
+    return msgspec.structs.replace(
+        done,
+        error=error,
+        error_kind="worktree_setup",
+        signature=error_signature("worktree_setup", error),
+        worktree_setup_s=done.duration_s,
+    )

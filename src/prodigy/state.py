@@ -81,6 +81,7 @@ class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):
     worktree: str | None = None  # worktree isolation: where the attempt ran
     branch: str | None = None  # ... and its branch (kept when the attempt failed)
     merge_commit: str | None = None  # the parent-branch commit that brought its work in
+    worktree_setup_s: float = 0.0  # time `map.worktree_setup` took, apart from duration_s
 
 
 # ---- journal records -------------------------------------------------------------------------

@@ -206,7 +206,9 @@ class MapPhase(_Model):
     # None: `worktree` inside a git repository, `none` outside one (SPEC §6).
     isolation: Literal["worktree", "none"] | None = None
     id_field: str | None = None
-    # Worktree isolation: steps run in the parent worktree while a merge conflicts.
+    # Worktree isolation: steps run in each new agent worktree before its agent (installing
+    # dependencies, say), and steps run in the parent worktree while a merge conflicts.
+    worktree_setup: Annotated[list[Step], BeforeValidator(_steps_list)] = []
     on_merge_conflict: Annotated[list[Step], BeforeValidator(_steps_list)] = []
 
 
@@ -270,6 +272,7 @@ def _all_steps(workflow: Workflow) -> Iterator[tuple[str, Step]]:
     phases: list[tuple[str, Sequence[Step]]] = [
         ("setup", workflow.setup.steps if workflow.setup else []),
         ("map", workflow.map.agent_template),
+        ("map", workflow.map.worktree_setup),
         ("map", workflow.map.on_merge_conflict),
         ("reduce", workflow.reduce),
     ]
@@ -606,6 +609,8 @@ def _step_locs(workflow: Workflow) -> Iterator[tuple[str, tuple[str | int, ...],
             yield "setup", ("setup", "commands", i), step
     for i, step in enumerate(workflow.map.agent_template):
         yield "map", ("map", "agent_template", i), step
+    for i, step in enumerate(workflow.map.worktree_setup):
+        yield "map", ("map", "worktree_setup", i), step
     for i, step in enumerate(workflow.map.on_merge_conflict):
         yield "merge_conflict", ("map", "on_merge_conflict", i), step
     for i, step in enumerate(workflow.reduce):

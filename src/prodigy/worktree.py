@@ -10,6 +10,7 @@ and branches are kept (their DLQ entry names them); only merged branches are del
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -36,6 +37,7 @@ from prodigy.state import Attempt, error_signature
 from prodigy.store import prodigy_home
 from prodigy.workspace import Place, SharedWorkspace, Workspace
 
+INCLUDE_FILE = ".worktreeinclude"
 TRAILER_JOB = "Prodigy-Job"
 TRAILER_ITEM = "Prodigy-Item"
 TRAILER_ATTEMPT = "Prodigy-Attempt"
@@ -127,6 +129,7 @@ class GitWorkspace:
                     "worktree", "add", "-b", self.branch, str(self._root), self.base_commit
                 )
         await self._lock(self._root, f"prodigy job {self.job_id} (parent)")
+        await self._copy_included(self._root)
         await self._remove_strays()
         return self
 
@@ -137,6 +140,19 @@ class GitWorkspace:
         tb: TracebackType | None,
     ) -> None:
         await self.git.run("worktree", "unlock", str(self._root), check=False)
+
+    async def _copy_included(self, target: Path) -> None:
+        """Untracked files a worktree needs (`.env`, local config) never reach it through
+        git: those named by the patterns of `.worktreeinclude` (gitignore syntax, as Claude
+        Code reads it) are copied from the user's repository, unless already there."""
+        patterns = self.git.cwd / INCLUDE_FILE
+        if not patterns.is_file():
+            return
+        listing = await self.git.out(
+            "ls-files", "--others", "--ignored", f"--exclude-from={patterns}", "-z"
+        )
+        names = [name for name in listing.split("\0") if name]
+        await asyncio.to_thread(_copy_files, self.git.cwd, target, names)
 
     async def _registered(self, path: Path) -> bool:
         listing = await self.git.out("worktree", "list", "--porcelain")
@@ -181,6 +197,7 @@ class GitWorkspace:
             path.parent.mkdir(parents=True, exist_ok=True)
             await self.git.run("worktree", "add", "-b", branch, str(path), self.branch)
             await self._lock(path, f"prodigy job {self.job_id}, item {item.id}")
+        await self._copy_included(path)
         self.events.emit(
             WorktreeCreated(item_id=item.id, attempt=attempt, path=str(path), branch=branch)
         )
@@ -294,6 +311,15 @@ class GitWorkspace:
             await self.git.run("branch", "-D", result.branch, check=False)
         if result.worktree is not None:
             self.events.emit(WorktreeRemoved(path=result.worktree, branch=result.branch or ""))
+
+
+def _copy_files(source: Path, target: Path, names: list[str]) -> None:
+    for name in names:
+        destination = target / name
+        if destination.exists():
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, destination, follow_symlinks=False)
 
 
 def open_workspace(meta: JobMetadata, events: EventLog) -> Workspace:

@@ -291,3 +291,37 @@ def test_a_kill_during_an_agent_then_resume_runs_it_again_in_a_fresh_worktree(
     assert merges_by_item(repo, "HEAD") == {"item_0": 1, "item_1": 1}
     assert (repo.repo / "f1.txt").read_text() == "text 1\n"
     git(repo.repo, "fsck", "--no-progress")
+
+
+def test_worktreeinclude_files_and_worktree_setup_steps_reach_every_agent(repo: Env) -> None:
+    items = [{"file": f"f{n}.txt", "text": f"text {n}"} for n in range(2)]
+    setup = (
+        "  worktree_setup:\n"
+        '    - shell: "cp .env prepared.txt && echo ${item_id} >> $LOGS/prepared.log"\n'
+    )
+    write_workflow(repo, items, extra=setup)
+    workflow = (
+        (repo.repo / "wf.yaml")
+        .read_text()
+        .replace(
+            "echo ${item_id} >> $LOGS/runs.log",
+            "echo ${item_id} $(cat prepared.txt) >> $LOGS/runs.log",
+        )
+    )
+    repo.write("wf.yaml", workflow)
+    repo.write(".gitignore", ".env\nprepared.txt\n")
+    repo.write(".worktreeinclude", ".env\n")
+    git(repo.repo, "add", "wf.yaml", ".gitignore", ".worktreeinclude")
+    git(repo.repo, "commit", "-qm", "include")
+    repo.write(".env", "SECRET=1\n")  # untracked and ignored: git alone never copies it
+
+    result = repo.run("cook", "wf.yaml", "-y")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = sorted((logs(repo) / "runs.log").read_text().splitlines())
+    assert runs == ["item_0 SECRET=1", "item_1 SECRET=1"]
+    assert sorted((logs(repo) / "prepared.log").read_text().split()) == ["item_0", "item_1"]
+    job = job_id_of(result.stdout)
+    latest = json.loads((repo.job_dir(job) / "latest.json").read_text())
+    assert all(item["result"]["worktree_setup_s"] > 0 for item in latest["items"])
+    assert (repo.repo / ".env").read_text() == "SECRET=1\n"
