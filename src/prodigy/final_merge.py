@@ -7,13 +7,16 @@ their uncommitted changes touch files the merge would change: then the branch is
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
+from prodigy.agent import SequenceResult
 from prodigy.context import RunContext
 from prodigy.display import plural
 from prodigy.events import JobMerged
 from prodigy.git import Git
+from prodigy.steps import StepContext
 from prodigy.worktree import GitWorkspace, current_branch
 
 
@@ -43,6 +46,53 @@ async def _dirty_paths(user: Git) -> set[str]:
     return paths
 
 
+async def _merge_with_steps(
+    run: RunContext, workspace: GitWorkspace, source: str, base: str
+) -> None:
+    """The workflow's `merge:` steps in place of `git merge`, in the parent worktree."""
+    assert run.workflow.merge is not None
+    here = Git(workspace.root)
+    commits = (await here.out("rev-list", "--reverse", f"{base}..{source}")).split()
+    changed = (await here.out("diff", "--name-only", f"{base}...{source}")).splitlines()
+    variables = {
+        **run.variables(),
+        "merge": {
+            "worktree": str(workspace.root),
+            "source_branch": source,
+            "target_branch": base,
+            "session_id": run.meta.job_id,
+            "commit_count": len(commits),
+            "commits": commits,
+            "modified_files": changed,
+        },
+    }
+    ctx = StepContext(
+        workspace.root, run.phase_env(), variables, run.options.claude_bin, run.job.scratch
+    )
+    try:
+        async with asyncio.timeout(run.workflow.merge.timeout):
+            done = await run.executor.run_steps(
+                run.workflow.merge.steps, ctx, 0, None, lambda: False, SequenceResult()
+            )
+        failure = done.failure_sentence()
+    except TimeoutError:
+        failure = f"they took longer than {run.workflow.merge.timeout:g}s"
+    command = f"git merge --no-ff {source}"
+    if failure is not None:
+        run.reporter.warn(
+            f"The workflow's merge steps failed ({failure}); branch {source} is left. Merge "
+            f"it with: {command}"
+        )
+        return
+    root = Git(Path(run.meta.workdir))
+    if not await root.ok("merge-base", "--is-ancestor", source, base):
+        run.reporter.say(f"The merge steps ended, but {base} does not hold {source} yet.")
+        return
+    commit = await root.out("rev-parse", base)
+    run.events.emit(JobMerged(branch=source, into=base, commit=commit))
+    run.reporter.say(f"Merged branch {source} into {base} with the workflow's merge steps.")
+
+
 async def merge_into_base(run: RunContext, workspace: GitWorkspace) -> None:
     """Merge the job's branch into the user's; a refusal is a message, never a failure."""
     source, base = workspace.branch, run.meta.base_branch
@@ -59,6 +109,9 @@ async def merge_into_base(run: RunContext, workspace: GitWorkspace) -> None:
         return
     if not run.options.yes and not _ask(f"Merge branch {source} into {base}?"):
         run.reporter.say(f"The job's work is on branch {source}. Merge it with: {command}")
+        return
+    if run.workflow.merge is not None:
+        await _merge_with_steps(run, workspace, source, base)
         return
     changed = set((await user.out("diff", "--name-only", f"{base}...{source}")).splitlines())
     overlap = sorted(changed & await _dirty_paths(user))

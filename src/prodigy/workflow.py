@@ -44,7 +44,14 @@ from prodigy.items import parse_sort_by
 ITEM_VARIABLES = frozenset({"item", "item_index", "item_id", "attempt"})
 MAP_FIELDS = ("successful", "failed", "total", "results", "skipped")
 MERGE_FIELDS = ("source_branch", "target_branch", "worktree")
-RESERVED_NAMES = ITEM_VARIABLES | {"job_id", "map"}
+FINAL_MERGE_FIELDS = (
+    *MERGE_FIELDS,
+    "session_id",
+    "commit_count",
+    "commits",
+    "modified_files",
+)
+RESERVED_NAMES = ITEM_VARIABLES | {"job_id", "map", "merge"}
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # pydantic's error type for the rules below; the sentence is carried whole in ctx["reason"].
@@ -239,6 +246,8 @@ class Workflow(_Model):
     setup: SetupPhase | None = None
     map: MapPhase
     reduce: list[Step] = []
+    # Worktree isolation: steps that replace the final `git merge` (same shape as setup).
+    merge: SetupPhase | None = None
     error_policy: ErrorPolicy = ErrorPolicy()
     checkpoint: CheckpointConfig = CheckpointConfig()
     # Set by load_workflow, never read from YAML (the loader refuses them as keys).
@@ -275,6 +284,7 @@ def _all_steps(workflow: Workflow) -> Iterator[tuple[str, Step]]:
         ("map", workflow.map.worktree_setup),
         ("map", workflow.map.on_merge_conflict),
         ("reduce", workflow.reduce),
+        ("merge", workflow.merge.steps if workflow.merge else []),
     ]
     for phase, steps in phases:
         for step in steps:
@@ -615,6 +625,9 @@ def _step_locs(workflow: Workflow) -> Iterator[tuple[str, tuple[str | int, ...],
         yield "merge_conflict", ("map", "on_merge_conflict", i), step
     for i, step in enumerate(workflow.reduce):
         yield "reduce", ("reduce", i), step
+    if workflow.merge is not None:
+        for i, step in enumerate(workflow.merge.steps):
+            yield "merge", ("merge", "commands", i), step
 
 
 def _check_variables(tree: CommentedMap, workflow: Workflow) -> list[_Problem]:
@@ -680,10 +693,11 @@ def _variable_problem(name: str, phase: str, known: set[str], step: Step) -> str
         return f"{exc}; write $${{{name}}} to pass it to the shell unchanged"
     if root in known:
         return None
-    if root == "merge" and phase == "merge_conflict":
-        if path and path[0] in MERGE_FIELDS:
+    if root == "merge" and phase in ("merge_conflict", "merge"):
+        fields = MERGE_FIELDS if phase == "merge_conflict" else FINAL_MERGE_FIELDS
+        if path and path[0] in fields:
             return None
-        return f"on_merge_conflict steps have only ${{merge.{'}, ${merge.'.join(MERGE_FIELDS)}}}"
+        return f"{phase} steps have only ${{merge.{'}, ${merge.'.join(fields)}}}"
     if root in ITEM_VARIABLES:
         if phase in ("map", "merge_conflict"):
             return None

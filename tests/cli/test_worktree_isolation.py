@@ -325,3 +325,31 @@ def test_worktreeinclude_files_and_worktree_setup_steps_reach_every_agent(repo: 
     latest = json.loads((repo.job_dir(job) / "latest.json").read_text())
     assert all(item["result"]["worktree_setup_s"] > 0 for item in latest["items"])
     assert (repo.repo / ".env").read_text() == "SECRET=1\n"
+
+
+def test_merge_steps_replace_the_final_git_merge(repo: Env) -> None:
+    items = [{"file": f"f{n}.txt", "text": f"text {n}"} for n in range(2)]
+    write_workflow(repo, items)
+    custom = (
+        "merge:\n"
+        "  - shell: >-\n"
+        "      echo ${merge.session_id} ${merge.source_branch} ${merge.target_branch}\n"
+        "      ${merge.commit_count} '${merge.modified_files}' >> $LOGS/merge.log &&\n"
+        '      git -C "$USER_REPO" merge -q --no-ff -m custom ${merge.source_branch}\n'
+    )
+    repo.write("wf.yaml", (repo.repo / "wf.yaml").read_text() + custom)
+    git(repo.repo, "commit", "-qam", "custom merge")
+    repo.env["USER_REPO"] = str(repo.repo)
+
+    result = repo.run("cook", "wf.yaml", "-y")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    job = job_id_of(result.stdout)
+    logged = (logs(repo) / "merge.log").read_text().split(maxsplit=4)
+    branch = git(repo.repo, "symbolic-ref", "--short", "HEAD").strip()
+    assert logged[:3] == [job, f"prodigy/{job}", branch]
+    assert int(logged[3]) >= 4, "two agent commits and two merges at least"
+    assert json.loads(logged[4]) == ["f0.txt", "f1.txt"]
+    assert git(repo.repo, "log", "-1", "--format=%s").strip() == "custom"
+    assert "with the workflow's merge steps" in result.stdout
+    assert [e["type"] for e in repo.events(job)].count("job_merged") == 1
