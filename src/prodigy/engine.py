@@ -93,9 +93,13 @@ class JobRunner:
 
         async def body() -> int:
             await self._map(indexes, enforce_limits=False)
-            if self.run_ctx.interrupts.cut_short:
-                return await endings.end_early(self.run_ctx, None)
-            return await endings.reprocessed(self.run_ctx, indexes, status_before)
+            run = self.run_ctx
+            if run.interrupts.cut_short:
+                return await endings.end_early(run, None)
+            succeeded = any(run.state.status[i] == ItemStatus.SUCCEEDED for i in indexes)
+            if succeeded and isinstance(run.workspace, GitWorkspace):
+                await merge_into_base(run, run.workspace)  # their work, on the user's branch
+            return await endings.reprocessed(run, indexes, status_before)
 
         return await self._session(body)
 

@@ -353,3 +353,32 @@ def test_merge_steps_replace_the_final_git_merge(repo: Env) -> None:
     assert git(repo.repo, "log", "-1", "--format=%s").strip() == "custom"
     assert "with the workflow's merge steps" in result.stdout
     assert [e["type"] for e in repo.events(job)].count("job_merged") == 1
+
+
+def test_dlq_reprocess_merges_into_the_job_branch_and_offers_the_final_merge(repo: Env) -> None:
+    items = [{"file": f"f{n}.txt", "text": f"text {n}"} for n in range(2)]
+    write_workflow(repo, items, attempts=1)
+    workflow = (
+        (repo.repo / "wf.yaml")
+        .read_text()
+        .replace(
+            "echo ${item_id} >> $LOGS/started.log;",
+            "echo ${item_id} >> $LOGS/started.log; test ! -e $LOGS/fail-${item_id} || exit 1;",
+        )
+    )
+    repo.write("wf.yaml", workflow)
+    git(repo.repo, "commit", "-qam", "failing item")
+    (logs(repo) / "fail-item_1").touch()
+    first = repo.run("cook", "wf.yaml", "-y")
+    assert first.returncode == 3, first.stdout + first.stderr
+    job = job_id_of(first.stdout)
+    assert (repo.repo / "f0.txt").exists() and not (repo.repo / "f1.txt").exists()
+
+    (logs(repo) / "fail-item_1").unlink()
+    again = repo.run("dlq", "reprocess", job)
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"git merge --no-ff prodigy/{job}" in again.stdout
+    assert merges_by_item(repo, f"prodigy/{job}") == {"item_0": 1, "item_1": 1}
+    git(repo.repo, "merge", "-q", "--no-ff", "--no-edit", f"prodigy/{job}")
+    assert (repo.repo / "f1.txt").read_text() == "text 1\n"
