@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import textwrap
 from pathlib import Path
 
@@ -33,7 +32,7 @@ def attempt(
     spec = AgentSpec(
         job_id="job-1",
         template=steps,
-        base_env=dict(os.environ),
+        workflow_env={},
         variables={},
         claude_bin=str(FAKE_CLAUDE),
         scratch_dir=tmp_path / "scratch",

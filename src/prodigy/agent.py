@@ -8,6 +8,7 @@ the item's variables and environment, the agent time limit, and the `Attempt` it
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -127,7 +128,9 @@ class AgentSpec:
 
     job_id: str
     template: Sequence[Step]
-    base_env: Mapping[str, str]  # process env + workflow env
+    # The workflow's env only: the rest of an agent's environment is that of the process
+    # running it (the coordinator's locally, a worker's on a cluster).
+    workflow_env: Mapping[str, str]
     variables: Mapping[str, Any]  # workflow env + setup captures
     claude_bin: str
     scratch_dir: Path
@@ -136,7 +139,8 @@ class AgentSpec:
 
 def item_environment(spec: AgentSpec, item: WorkItem, attempt: int) -> dict[str, str]:
     return {
-        **spec.base_env,
+        **os.environ,
+        **spec.workflow_env,
         "PRODIGY_JOB_ID": spec.job_id,
         "PRODIGY_ITEM_ID": item.id,
         "PRODIGY_ITEM_INDEX": str(item.index),

@@ -12,7 +12,7 @@ from typing import Any
 
 from prodigy.checkpoint import CheckpointWriter
 from prodigy.events import EventLog
-from prodigy.executors import Executor
+from prodigy.executors import LOCAL, Executor, ExecutorChoice
 from prodigy.interrupts import Interrupts
 from prodigy.items import WorkItem
 from prodigy.job import ItemsFile, JobMetadata, metadata_document
@@ -32,6 +32,7 @@ class RunOptions:
     preloaded_items: list[WorkItem] | None = None
     verbose: bool = False  # a line per ended attempt
     yes: bool = False  # answer yes to every question (the final merge of worktree isolation)
+    executor: ExecutorChoice = LOCAL
 
 
 @dataclass

@@ -76,7 +76,7 @@ class JobRunner:
             reporter=reporter,
             options=options,
             interrupts=interrupts,
-            executor=executor or open_executor(),
+            executor=executor or open_executor(options.executor),
             workspace=workspace or open_workspace(meta, events),
         )
         if isinstance(self.run_ctx.workspace, GitWorkspace):
@@ -199,7 +199,7 @@ class JobRunner:
         return AgentSpec(
             job_id=run.meta.job_id,
             template=run.workflow.map.agent_template,
-            base_env=run.base_env(),
+            workflow_env=dict(run.workflow.env),
             variables={**run.workflow.env, **run.state.setup_outputs},
             claude_bin=run.options.claude_bin,
             scratch_dir=run.job.scratch,

@@ -13,6 +13,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 _REAPER_SCRIPT = """
@@ -101,3 +102,15 @@ def reaping() -> Iterator[None]:
     finally:
         reaper, _current = _current, None
         reaper.close()
+
+
+_process_lock = threading.Lock()
+
+
+def keep_reaping() -> None:
+    """A reaper for the rest of this process's life (a cluster worker's): started once, never
+    closed, so step groups die with the process whichever thread started them."""
+    global _current
+    with _process_lock:
+        if _current is None:
+            _current = GroupReaper()

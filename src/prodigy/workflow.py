@@ -239,6 +239,11 @@ class CheckpointConfig(_Model):
     max_checkpoints: int = Field(default=3, ge=1)
 
 
+class ExecutorConfig(_Model):
+    dask: str | None = None  # HOST:PORT of a Dask scheduler
+    working_dir: str | None = None  # where workers find the repository, if not the same path
+
+
 class Workflow(_Model):
     name: str = Field(min_length=1)
     mode: Literal["mapreduce"]
@@ -248,6 +253,7 @@ class Workflow(_Model):
     reduce: list[Step] = []
     # Worktree isolation: steps that replace the final `git merge` (same shape as setup).
     merge: SetupPhase | None = None
+    executor: ExecutorConfig | None = None
     error_policy: ErrorPolicy = ErrorPolicy()
     checkpoint: CheckpointConfig = CheckpointConfig()
     # Set by load_workflow, never read from YAML (the loader refuses them as keys).

@@ -12,6 +12,7 @@ from prodigy.cli.output import Settings
 from prodigy.engine import JobRunner, RunOptions, run_job
 from prodigy.errors import ProdigyError
 from prodigy.events import Event, EventLog
+from prodigy.executors import choose_executor
 from prodigy.job import JobMetadata
 from prodigy.journal import Journal
 from prodigy.progress import make_reporter
@@ -70,7 +71,6 @@ def execute(
     first_event: Event,
 ) -> int:
     """Open the journal and events log and run the job to its end or interruption."""
-    options = dataclasses.replace(options, yes=options.yes or Settings.yes)
     runner, events = open_runner(
         job, meta, workflow, state, journal_valid_bytes, options, first_event
     )
@@ -89,6 +89,9 @@ def open_runner(
     options: RunOptions,
     first_event: Event,
 ) -> tuple[JobRunner, EventLog]:
+    # The command line's -y and --executor, checked before anything is written.
+    executor = choose_executor(Settings.executor, workflow, meta.isolation)
+    options = dataclasses.replace(options, yes=options.yes or Settings.yes, executor=executor)
     journal = Journal(job.journal, journal_valid_bytes)
     events = EventLog(job.events, job.job_id)
     events.emit(first_event)

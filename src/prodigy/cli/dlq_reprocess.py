@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from prodigy.cli.output import say
+from prodigy.cli.output import Settings, say
 from prodigy.display import plural
 from prodigy.errors import ProdigyError
 from prodigy.events import DlqItemRemoved, DlqReprocessStarted, EventLog
@@ -116,8 +116,16 @@ def _record_requeue(
 @click.option("--max-parallel", type=click.IntRange(min=1), help="Agents at a time.")
 @click.option("--item", "items", multiple=True, metavar="ID", help="Only this item (repeatable).")
 @click.option("--force", is_flag=True, help="Also items marked for manual review.")
-def reprocess(job_id: str, max_parallel: int | None, items: tuple[str, ...], force: bool) -> int:
+@click.option("--executor", metavar="local|dask://HOST:PORT", help="Where agents run.")
+def reprocess(
+    job_id: str,
+    max_parallel: int | None,
+    items: tuple[str, ...],
+    force: bool,
+    executor: str | None,
+) -> int:
     """Run the DLQ items of JOB_ID again; successes leave the DLQ."""
+    Settings.executor = executor
     job = find_job(job_id)
     lock = JobLock(job.lock, job.job_id, "dlq reprocess")
     lock.acquire()

@@ -19,6 +19,7 @@ class Settings:
 
     verbose = 0
     yes = False  # -y: answer yes to every question (the final merge of worktree isolation)
+    executor: str | None = None  # --executor, as given (the workflow's `executor:` otherwise)
 
 
 def say(text: str = "") -> None:

@@ -453,15 +453,18 @@ def _newest_unfinished_job() -> str:
 @click.command("resume")
 @click.argument("job_id", required=False)
 @click.option("-y", "--yes", is_flag=True, help="Answer yes to every question.")
-def resume(job_id: str | None, yes: bool) -> int:
+@click.option("--executor", metavar="local|dask://HOST:PORT", help="Where agents run.")
+def resume(job_id: str | None, yes: bool, executor: str | None) -> int:
     """Resume the newest unfinished job of this repository (or JOB_ID)."""
     Settings.yes = yes
+    Settings.executor = executor
     return resume_job_id(job_id or _newest_unfinished_job())
 
 
 @click.command("resume-job")
 @click.argument("job_id")
 @click.option("-y", "--yes", is_flag=True, help="Answer yes to every question.")
+@click.option("--executor", metavar="local|dask://HOST:PORT", help="Where agents run.")
 @click.option("--force", is_flag=True, help="Also retry DLQ items; re-run a complete job.")
 @click.option("--max-parallel", type=click.IntRange(min=1), help="Agents at a time, this run.")
 @click.option(
@@ -481,6 +484,7 @@ def resume(job_id: str | None, yes: bool) -> int:
 def resume_job(
     job_id: str,
     yes: bool,
+    executor: str | None,
     force: bool,
     max_parallel: int | None,
     max_additional_retries: int,
@@ -490,6 +494,7 @@ def resume_job(
 ) -> int:
     """Resume one job by id."""
     Settings.yes = yes
+    Settings.executor = executor
     if verbose_flag:
         Settings.verbose = max(Settings.verbose, 1)
     return resume_job_id(

@@ -14,6 +14,7 @@ from prodigy.display import one_line, plural
 from prodigy.engine import RunOptions, base_environment, item_spec
 from prodigy.errors import WorkflowError
 from prodigy.events import JobStarted
+from prodigy.executors import choose_executor
 from prodigy.items import WorkItem, load_items
 from prodigy.job import Isolation, create_job, metadata_document
 from prodigy.lock import JobLock
@@ -73,6 +74,7 @@ def cook_workflow(
     check_claude(workflow)
     repo = find_repository(Path.cwd())
     isolation, base_commit = _isolation(workflow, repo)
+    choose_executor(Settings.executor, workflow, isolation)  # refused before a job exists
     parallel = max_parallel or workflow.map.max_parallel
     has_setup = workflow.setup is not None and bool(workflow.setup.steps)
     items: list[WorkItem] | None = None
@@ -121,6 +123,7 @@ _options = [
     click.option("--max-parallel", type=click.IntRange(min=1), help="Agents at a time."),
     click.option("--max-items", type=click.IntRange(min=1), help="Run only the first N items."),
     click.option("-y", "--yes", is_flag=True, help="Answer yes to every question."),
+    click.option("--executor", metavar="local|dask://HOST:PORT", help="Where agents run."),
     click.option("--dry-run", is_flag=True, help="Validate and list the items; run nothing."),
 ]
 
@@ -131,9 +134,11 @@ def _command(name: str, help_text: str) -> click.Command:
         max_parallel: int | None,
         max_items: int | None,
         yes: bool,
+        executor: str | None,
         dry_run: bool,
     ) -> int:
         Settings.yes = yes
+        Settings.executor = executor
         return cook_workflow(workflow_file, max_parallel, max_items, dry_run)
 
     decorated: Callable[..., int] = callback

@@ -6,16 +6,19 @@ implement this protocol in a module of this package and choose it in `open_execu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Literal, Protocol, Self
 
 from prodigy.agent import AfterStep, AgentSpec, SequenceResult
+from prodigy.errors import UsageError
 from prodigy.items import WorkItem
 from prodigy.state import Attempt
 from prodigy.steps import StepContext
-from prodigy.workflow import Step
+from prodigy.workflow import Step, Workflow
 
 
 class Executor(Protocol):
@@ -47,8 +50,63 @@ class Executor(Protocol):
         ...
 
 
-def open_executor() -> Executor:
-    """The executor for this run (the local one: agents as local process groups)."""
+@dataclass(frozen=True)
+class ExecutorChoice:
+    """Where agents run: `local`, or a Dask scheduler's address (and a working directory
+    there, when the workers see the repository under another path)."""
+
+    kind: Literal["local", "dask"] = "local"
+    address: str = ""
+    working_dir: str | None = None
+
+
+LOCAL = ExecutorChoice()
+
+
+def parse_executor(text: str) -> ExecutorChoice:
+    """`--executor local` or `--executor dask://HOST:PORT`; anything else is a usage error."""
+    if text == "local":
+        return LOCAL
+    scheme, _, address = text.partition("://")
+    if scheme == "dask" and _HOST_PORT.fullmatch(address):
+        return ExecutorChoice("dask", f"tcp://{address}")
+    raise UsageError(
+        f"--executor {text!r} is not an executor prodigy knows; use local or dask://HOST:PORT."
+    )
+
+
+def choose_executor(flag: str | None, workflow: Workflow, isolation: str) -> ExecutorChoice:
+    """The flag wins over the workflow's `executor:`; worktrees stay on one machine."""
+    configured = workflow.executor
+    choice = LOCAL
+    if flag is not None:
+        choice = parse_executor(flag)
+    elif configured is not None and configured.dask is not None:
+        choice = parse_executor(f"dask://{configured.dask}")
+    if choice.kind == "dask":
+        if configured is not None and configured.working_dir is not None:
+            choice = ExecutorChoice("dask", choice.address, configured.working_dir)
+        from prodigy.executors.dask import probe, require_dask
+
+        require_dask()
+        if isolation == "worktree":
+            raise UsageError(
+                "Worktree isolation runs on one machine and cannot use a Dask cluster; set "
+                "map.isolation: none to run the agents on the cluster, or drop --executor."
+            )
+        probe(choice.address)
+    return choice
+
+
+def open_executor(choice: ExecutorChoice = LOCAL) -> Executor:
+    """The executor for this run."""
+    if choice.kind == "dask":
+        from prodigy.executors.dask import DaskExecutor
+
+        return DaskExecutor(choice.address, choice.working_dir)
     from prodigy.executors.local import LocalExecutor
 
     return LocalExecutor()
+
+
+_HOST_PORT = re.compile(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}")
