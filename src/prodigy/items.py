@@ -15,16 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import jsonpath
 import msgspec
-from jsonpath.segments import JSONPathChildSegment
-from jsonpath.selectors import IndexSelector, NameSelector
 
 from prodigy.errors import InputError
 from prodigy.item_filter import FieldPath, compile_filter, field_getter, parse_field_path
 from prodigy.reaper import forget_group, watch_group
+
+if TYPE_CHECKING:
+    import jsonpath
 
 # Read at call time so that tests can shorten it.
 INPUT_COMMAND_TIMEOUT_S = 300.0
@@ -329,6 +329,11 @@ def _run_json_path(document: Any, json_path: str) -> _PathResult:
         if isinstance(value, list):
             return _PathResult(list(value), False, [value])
         return _PathResult(list(value.values()) if isinstance(value, dict) else [], False, [value])
+    # Imported here: listing and inspecting jobs (which read frozen items) never need it.
+    import jsonpath
+    from jsonpath.segments import JSONPathChildSegment
+    from jsonpath.selectors import IndexSelector, NameSelector
+
     try:
         path = jsonpath.compile(json_path)
         selected = path.findall(document)
@@ -349,6 +354,8 @@ def _run_json_path(document: Any, json_path: str) -> _PathResult:
 
 
 def _is_singular(path: jsonpath.JSONPath | jsonpath.CompoundJSONPath) -> bool:
+    import jsonpath
+
     return isinstance(path, jsonpath.JSONPath) and path.singular_query()
 
 

@@ -33,8 +33,31 @@ class LazyGroup(click.Group):
         "sessions": ("prodigy.cli.sessions", "sessions"),
     }
 
+    # What `prodigy --help` says of each command, so that listing them imports none of them.
+    SHORT_HELP: ClassVar[dict[str, str]] = {
+        "cook": "Run a workflow file as a new job.",
+        "run": "Same as cook.",
+        "resume": "Resume the newest unfinished job of this repository (or JOB_ID).",
+        "resume-job": "Resume one job by id.",
+        "checkpoints": "List, show and clean checkpoints.",
+        "events": "Show or follow a job's events.",
+        "dlq": "Inspect and reprocess the dead letter queue.",
+        "sessions": "Show the jobs of this repository.",
+    }
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.COMMANDS)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            text = self.SHORT_HELP.get(name)
+            if text is None:
+                command = self.get_command(ctx, name)
+                text = command.get_short_help_str() if command is not None else ""
+            rows.append((name, text))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.COMMANDS:
