@@ -37,7 +37,7 @@ from prodigy.state import (
 from prodigy.workflow import ErrorPolicy
 
 RunAttempt = Callable[[WorkItem, int], Awaitable[Attempt]]
-Integrate = Callable[[WorkItem, Attempt], Awaitable[Attempt]]
+Integrate = Callable[[WorkItem, Attempt, bool], Awaitable[Attempt]]
 
 
 class ItemSource(Protocol):
@@ -183,7 +183,7 @@ class MapScheduler:
             # instead of running the agent again.
             if not queued and not await self.recorder.record(MergeQueued(index, result)):
                 return None
-            result = await self.integrate(self.items.get(index), result)
+            result = await self.integrate(self.items.get(index), result, queued)
         outcome = decide_outcome(
             result.ok,
             result.attempt,

@@ -55,8 +55,9 @@ class Workspace(Protocol):
         """Where one attempt runs, for as long as the attempt runs."""
         ...
 
-    async def integrate(self, item: WorkItem, result: Attempt) -> Attempt:
-        """Bring a successful attempt's work back (a merge); may turn it into a failure."""
+    async def integrate(self, item: WorkItem, result: Attempt, recovering: bool = False) -> Attempt:
+        """Bring a successful attempt's work back (a merge); may turn it into a failure.
+        `recovering`: the attempt was recorded before a crash; its work may be back already."""
         ...
 
 
@@ -85,5 +86,5 @@ class SharedWorkspace:
     async def attempt(self, item: WorkItem, attempt: int) -> AsyncIterator[Place]:
         yield Place(self._root)
 
-    async def integrate(self, item: WorkItem, result: Attempt) -> Attempt:
+    async def integrate(self, item: WorkItem, result: Attempt, recovering: bool = False) -> Attempt:
         return result  # the work is already where everyone works

@@ -195,8 +195,18 @@ class GitWorkspace:
         async with self.git.lock:
             await self._clear_leftover(path, branch)
             path.parent.mkdir(parents=True, exist_ok=True)
-            await self.git.run("worktree", "add", "-b", branch, str(path), self.branch)
-            await self._lock(path, f"prodigy job {self.job_id}, item {item.id}")
+            reason = f"prodigy job {self.job_id}, item {item.id}"
+            await self.git.run(
+                "worktree",
+                "add",
+                "--lock",
+                "--reason",
+                reason,
+                "-b",
+                branch,
+                str(path),
+                self.branch,
+            )
         await self._copy_included(path)
         self.events.emit(
             WorktreeCreated(item_id=item.id, attempt=attempt, path=str(path), branch=branch)
@@ -204,16 +214,18 @@ class GitWorkspace:
         try:
             yield Place(path, branch)
         finally:
-            await self.git.run("worktree", "unlock", str(path), check=False)
+            # Under the lock: `git worktree list` elsewhere fails if a lock file vanishes
+            # while it reads it.
+            async with self.git.lock:
+                await self.git.run("worktree", "unlock", str(path), check=False)
 
     async def _clear_leftover(self, path: Path, branch: str) -> None:
         """An attempt cut short by a crash left its worktree and branch unrecorded; the
         attempt runs again under the same name. Work it committed is kept on a side branch."""
-        if await self._registered(path):
-            await self.git.run("worktree", "unlock", str(path), check=False)
-            await self.git.run("worktree", "remove", "--force", str(path))
-        elif path.exists():
-            shutil.rmtree(path)
+        if path.exists():
+            removed = await self.git.run("worktree", "remove", "-f", "-f", str(path), check=False)
+            if removed.code != 0:  # not a worktree git knows
+                shutil.rmtree(path)
         if not await self.git.ok("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"):
             return
         if await self.git.ok("merge-base", "--is-ancestor", branch, self.branch):
@@ -226,15 +238,17 @@ class GitWorkspace:
 
     # ---- bringing an attempt's work back ----------------------------------------------------
 
-    async def integrate(self, item: WorkItem, result: Attempt) -> Attempt:
-        """Merge a successful attempt's branch into the parent branch (once: a branch that
-        already landed is only recorded). A conflict fails the attempt as `merge_conflict`."""
+    async def integrate(self, item: WorkItem, result: Attempt, recovering: bool = False) -> Attempt:
+        """Merge a successful attempt's branch into the parent branch (once: when `recovering`
+        a merge a crash cut short, a branch that already landed is only recorded). A conflict
+        fails the attempt as `merge_conflict`."""
         branch = result.branch
         if branch is None:
             return result
         async with self.git.lock:
             parent = self.git.at(self._root)
-            landed = await self._landed(item, result.attempt, branch)
+            # A branch made and committed in this run cannot have landed yet.
+            landed = await self._landed(item, result.attempt, branch) if recovering else None
             if landed is None:
                 merged = await parent.run(
                     "merge",
@@ -304,9 +318,9 @@ class GitWorkspace:
 
     async def _remove_merged(self, result: Attempt) -> None:
         """A merged attempt's worktree and branch hold nothing the parent branch lacks."""
-        if result.worktree is not None and await self._registered(Path(result.worktree)):
-            await self.git.run("worktree", "unlock", result.worktree, check=False)
-            await self.git.run("worktree", "remove", "--force", result.worktree)
+        if result.worktree is not None:
+            # Twice forced: it removes a locked worktree too; gone already is fine.
+            await self.git.run("worktree", "remove", "-f", "-f", result.worktree, check=False)
         if result.branch is not None:
             await self.git.run("branch", "-D", result.branch, check=False)
         if result.worktree is not None:
