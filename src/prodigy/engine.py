@@ -157,7 +157,7 @@ class JobRunner:
             if failure is not None or run.interrupts.stopped:
                 return await endings.end_early(run, failure)
         if isinstance(run.workspace, GitWorkspace):
-            await merge_into_base(run, run.workspace)
+            await merge_into_base(run)
         return await endings.completed(run)
 
     def _phase(self) -> str:

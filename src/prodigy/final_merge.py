@@ -3,21 +3,38 @@ started from (SPEC §6), with `-y`, or after asking on a terminal, or left with 
 
 The user's working tree and index are touched by nothing else, and not by this either when
 their uncommitted changes touch files the merge would change: then the branch is left.
+`merge_job_branch` needs no run, so `prodigy worktrees merge` does a merge that was left the
+same way the end of a job does it.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from prodigy.context import RunContext
 from prodigy.display import plural
-from prodigy.events import JobMerged
+from prodigy.events import EventLog, JobMerged
 from prodigy.git import Git
-from prodigy.worktree import GitWorkspace, current_branch
+from prodigy.job import JobMetadata
+from prodigy.worktree import current_branch, parent_branch
+
+# merged: done; up_to_date: the user's branch already has it; elsewhere: the user is not on
+# the branch the job started from; declined: not confirmed; refused: their uncommitted changes
+# overlap, or the merge conflicted (nothing of theirs was changed).
+MergeOutcome = Literal["merged", "up_to_date", "elsewhere", "declined", "refused"]
 
 
-def _ask(question: str) -> bool:
+@dataclass(frozen=True)
+class MergeResult:
+    outcome: MergeOutcome
+    message: str  # one sentence for the user, with the command to type when one is needed
+
+
+def ask_on_terminal(question: str) -> bool:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         return False
     try:
@@ -43,42 +60,63 @@ async def _dirty_paths(user: Git) -> set[str]:
     return paths
 
 
-async def merge_into_base(run: RunContext, workspace: GitWorkspace) -> None:
-    """Merge the job's branch into the user's; a refusal is a message, never a failure."""
-    source, base = workspace.branch, run.meta.base_branch
-    root = Path(run.meta.workdir)
+async def merge_job_branch(
+    meta: JobMetadata,
+    events: EventLog,
+    yes: bool,
+    ask: Callable[[str], bool] = ask_on_terminal,
+    again: str | None = None,
+) -> MergeResult:
+    """Merge the job's branch into the user's, or say why not. `again` is the command that
+    retries it (the `git merge` command by default)."""
+    source, base = parent_branch(meta.job_id), meta.base_branch
+    root = Path(meta.workdir)
     user = Git(root)
     await user.ensure_identity()
     command = f"git merge --no-ff {source}"
+    again = again or command
     if await user.ok("merge-base", "--is-ancestor", source, "HEAD"):
-        run.reporter.say(f"Branch {source} holds nothing new for your working tree.")
-        return
+        return MergeResult(
+            "up_to_date", f"Branch {source} holds nothing new for your working tree."
+        )
     if not base or current_branch(root) != base:
         where = f"Check out {base}, then run" if base else "Merge it with"
-        run.reporter.say(f"The job's work is on branch {source}. {where}: {command}")
-        return
-    if not run.options.yes and not _ask(f"Merge branch {source} into {base}?"):
-        run.reporter.say(f"The job's work is on branch {source}. Merge it with: {command}")
-        return
+        return MergeResult(
+            "elsewhere",
+            f"The job's work is on branch {source}. {where}: {again if base else command}",
+        )
+    if not yes and not ask(f"Merge branch {source} into {base}?"):
+        return MergeResult(
+            "declined", f"The job's work is on branch {source}. Merge it with: {again}"
+        )
     changed = set((await user.out("diff", "--name-only", f"{base}...{source}")).splitlines())
     overlap = sorted(changed & await _dirty_paths(user))
     if overlap:
-        run.reporter.warn(
+        return MergeResult(
+            "refused",
             f"Not merging {source} into {base}: your uncommitted changes touch "
             f"{plural(len(overlap), 'file')} it changes ({', '.join(overlap[:5])}); commit or "
-            f"stash them, then run: {command}"
+            f"stash them, then run: {again}",
         )
-        return
-    message = f"prodigy: merge job {run.meta.job_id}"
+    message = f"prodigy: merge job {meta.job_id}"
     merged = await user.run("merge", "--no-ff", "-m", message, source, check=False)
     if merged.code != 0:
         await user.run("merge", "--abort", check=False)
         last = (merged.err or merged.out).strip().splitlines()[-1:] or ["conflict"]
-        run.reporter.warn(
+        return MergeResult(
+            "refused",
             f"Not merging {source} into {base}: {last[0]}; nothing of yours was changed. "
-            f"Resolve it yourself with: {command}"
+            f"Resolve it yourself with: {command}",
         )
-        return
     commit = await user.out("rev-parse", "HEAD")
-    run.events.emit(JobMerged(branch=source, into=base, commit=commit))
-    run.reporter.say(f"Merged branch {source} into {base} ({commit[:12]}).")
+    events.emit(JobMerged(branch=source, into=base, commit=commit))
+    return MergeResult("merged", f"Merged branch {source} into {base} ({commit[:12]}).")
+
+
+async def merge_into_base(run: RunContext) -> None:
+    """At the end of a job: a refusal is a message, never a failure."""
+    result = await merge_job_branch(run.meta, run.events, run.options.yes)
+    if result.outcome == "refused":
+        run.reporter.warn(result.message)
+    else:
+        run.reporter.say(result.message)
