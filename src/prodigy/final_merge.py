@@ -13,14 +13,16 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from prodigy.context import RunContext
 from prodigy.display import plural
 from prodigy.events import EventLog, JobMerged
 from prodigy.git import Git
 from prodigy.job import JobMetadata
 from prodigy.worktree import current_branch, parent_branch
+
+if TYPE_CHECKING:  # only the engine's call passes one: `worktrees merge` loads no engine
+    from prodigy.context import RunContext
 
 # merged: done; up_to_date: the user's branch already has it; elsewhere: the user is not on
 # the branch the job started from; declined: not confirmed; refused: their uncommitted changes
