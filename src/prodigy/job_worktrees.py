@@ -267,7 +267,9 @@ class _Finder:
         detached = reg.head if reg is not None and branch is None and reg.head else None
         if branch == self.parent or (path is not None and path.resolve() == self.parent_dir):
             parent_state = self._parent_state(branch)
-            return JobWorktree("parent", parent_state, branch, path, detached_at=detached)
+            return JobWorktree(
+                "parent", parent_state, branch, path, checked_out_in=elsewhere, detached_at=detached
+            )
         entry = JobWorktree(
             "agent", "orphaned", branch, path, checked_out_in=elsewhere, detached_at=detached
         )
