@@ -460,3 +460,18 @@ def test_a_job_without_isolation_has_no_worktrees(world: Env) -> None:
     cleaned = prodigy(world, "worktrees", "clean", job_id)
     assert cleaned.returncode == 0 and "no worktrees or branches to remove" in cleaned.stdout
     one_error(prodigy(world, "worktrees", "merge", job_id), 1, "no branch to merge")
+
+
+def test_a_job_branch_the_user_checked_out_is_left_alone_even_with_force(world: Env) -> None:
+    setup_repo(world, ONE_FAILS)
+    job_id = cook(world, expect=3)
+    dead = dead_attempt(world, job_id)
+    git(world, "worktree", "remove", "--force", str(worktrees_dir(world) / job_id))
+    git(world, "checkout", "-q", f"prodigy/{job_id}")  # the user looks at the job's work
+    before = git_state(world)
+    refused = prodigy(world, "worktrees", "clean", job_id, "--force")
+    one_error(refused, 1, f"prodigy/{job_id}", f"checked out in {world.repo.resolve()}")
+    assert git_state(world) == before and Path(dead["worktree"]).is_dir()
+    listed = rows(prodigy(world, "worktrees", "list", job_id).stdout)
+    assert listed[1][0] == "(parent)"
+    assert listed[1][-3:] == [str(world.repo.resolve()), "(not", "prodigy's)"]
