@@ -114,6 +114,10 @@ class UnmergedWork(ProdigyError):
     """Cleaning would delete work merged nowhere else, and --force was not given."""
 
 
+class WorktreesNotFound(ProdigyError):
+    """The job's repository cannot be read, so what it left in git cannot be found."""
+
+
 # ---- finding them ------------------------------------------------------------------------------
 
 
@@ -208,10 +212,15 @@ class _Finder:
 
     async def find(self) -> JobWorktrees:
         root = Path(self.meta.workdir)
+        if not root.is_dir():
+            raise WorktreesNotFound(
+                f"The repository {root} of job {self.meta.job_id} is gone, so its worktrees "
+                "and branches cannot be found."
+            )
         readable = await self.git.run("rev-parse", "--git-dir", check=False)
         if readable.code != 0:
             last = (readable.err.strip().splitlines() or ["not a git repository"])[-1]
-            raise ProdigyError(
+            raise WorktreesNotFound(
                 f"The repository {root} of job {self.meta.job_id} cannot be read by git "
                 f"({last}), so its worktrees and branches cannot be found."
             )

@@ -27,6 +27,7 @@ from prodigy.job import read_job_metadata
 from prodigy.job_worktrees import (
     JobWorktree,
     JobWorktrees,
+    WorktreesNotFound,
     check_removable,
     describe_removal,
     find_job_worktrees,
@@ -195,17 +196,17 @@ def _git_leftovers(job: JobDir, force: bool) -> tuple[JobWorktrees | None, tuple
             # none on disk there is nothing in git to go with the job (and no repository to
             # look in when metadata.json is lost).
             return None, ()
-        reason = exc.message if isinstance(exc, ProdigyError) else str(exc.strerror or exc)
+        if isinstance(exc, WorktreesNotFound):
+            reason = exc.message.rstrip(".")
+        else:
+            detail = exc.message.rstrip(".") if isinstance(exc, ProdigyError) else exc
+            reason = f"Job {job.job_id}'s worktrees and branches cannot be found ({detail})"
         if not force:
             raise ProdigyError(
-                f"Job {job.job_id}'s worktrees and branches cannot be found "
-                f"({reason.rstrip('.')}), so cleaning it could leave them behind unnoticed.",
+                f"{reason}; cleaning the job could leave them behind unnoticed.",
                 hint="Pass --force to delete the job anyway.",
             ) from None
-        warn(
-            f"warning: job {job.job_id}'s worktrees and branches cannot be found "
-            f"({reason.rstrip('.')}); any it has are left."
-        )
+        warn(f"warning: {reason}; any it has are left.")
         return None, ()
     return found, check_removable(found, force)
 
