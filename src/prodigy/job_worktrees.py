@@ -446,6 +446,6 @@ def describe_removal(found: JobWorktrees) -> str:
 
 def forced_removal(entry: JobWorktree, dry_run: bool) -> str:
     """Names what --force deletes although it holds work merged nowhere else (SPEC §6)."""
-    verb = "Would delete" if dry_run else "Deleted"
-    held = entry.work_description()
-    return f"{verb} {entry.name()} ({entry.owner()}), which held {held} (--force)."
+    verb, holds = ("Would delete", "holds") if dry_run else ("Deleted", "held")
+    work = entry.work_description()
+    return f"{verb} {entry.name()} ({entry.owner()}), which {holds} {work} (--force)."
