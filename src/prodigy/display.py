@@ -16,9 +16,10 @@ def one_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def plural(n: int, word: str) -> str:
-    """`1 item`, `0 items`, `2 failed items`: the count and its noun (phrase), agreeing."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """`1 item`, `0 items`, `2 failed items`: the count and its noun (phrase), agreeing;
+    `many` for a noun not made plural by an s (`branches`)."""
+    return f"{n} {word}" if n == 1 else f"{n} {many or word + 's'}"
 
 
 def format_time(value: datetime | None) -> str:

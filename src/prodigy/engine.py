@@ -98,7 +98,7 @@ class JobRunner:
                 return await endings.end_early(run, None)
             succeeded = any(run.state.status[i] == ItemStatus.SUCCEEDED for i in indexes)
             if succeeded and isinstance(run.workspace, GitWorkspace):
-                await merge_into_base(run, run.workspace)  # their work, on the user's branch
+                await merge_into_base(run)  # their work, on the user's branch
             return await endings.reprocessed(run, indexes, status_before)
 
         return await self._session(body)
@@ -161,7 +161,7 @@ class JobRunner:
             if failure is not None or run.interrupts.stopped:
                 return await endings.end_early(run, failure)
         if isinstance(run.workspace, GitWorkspace):
-            await merge_into_base(run, run.workspace)
+            await merge_into_base(run)
         return await endings.completed(run)
 
     def _phase(self) -> str:

@@ -170,14 +170,19 @@ class JobDir:
 
     def disk_usage(self) -> int:
         """Bytes used by the files in the directory (symlinks not followed)."""
-        total = 0
-        for root, _dirs, files in os.walk(self.path):
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(root, name)).st_size
-                except OSError:
-                    continue
-        return total
+        return directory_size(self.path)
+
+
+def directory_size(path: Path) -> int:
+    """Bytes used by the files under `path` (symlinks not followed; 0 if it is gone)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
 
 
 def time_from_job_id(job_id: str) -> datetime | None:

@@ -48,7 +48,7 @@ def parent_branch(job_id: str) -> str:
     return f"prodigy/{job_id}"
 
 
-def _safe(item: WorkItem) -> str:
+def item_slug(item: WorkItem) -> str:
     """An item id fit for a path and a branch name; the index keeps cleaned ids apart."""
     cleaned = _UNSAFE.sub("_", item.id).strip("._-")[:80]
     return (
@@ -59,7 +59,7 @@ def _safe(item: WorkItem) -> str:
 
 
 def agent_branch(job_id: str, item: WorkItem, attempt: int) -> str:
-    return f"prodigy-agents/{job_id}/{_safe(item)}-a{attempt}"
+    return f"{agents_prefix(job_id)}{item_slug(item)}-a{attempt}"
 
 
 def worktrees_root(repo_name: str) -> Path:
@@ -68,6 +68,11 @@ def worktrees_root(repo_name: str) -> Path:
 
 def parent_path(repo_name: str, job_id: str) -> Path:
     return worktrees_root(repo_name) / job_id
+
+
+def agents_prefix(job_id: str) -> str:
+    """Every agent branch of the job starts with this (and nothing of another job does)."""
+    return f"prodigy-agents/{job_id}/"
 
 
 def agents_dir(repo_name: str, job_id: str) -> Path:

@@ -1,10 +1,12 @@
 """`prodigy checkpoints list|show|clean`: where a job stands, its checkpoint files, and deleting
-stored jobs. Listing and showing never change anything; clean deletes whole job directories
-under the job's lock, so a run can never start on a half-deleted job.
+stored jobs. Listing and showing never change anything; clean deletes whole job directories,
+and the worktrees and branches of the job, under the job's lock, so a run can never start on a
+half-deleted job.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
@@ -15,32 +17,30 @@ import click
 import msgspec
 
 from prodigy.checkpoint import decode_checkpoint_head, encode_checkpoint
+from prodigy.cleaning import clean_refusal, lock_for_clean
 from prodigy.cli.output import say, say_no_jobs, table, warn
+from prodigy.cli.params import DurationParam
 from prodigy.display import byte_size, plural
-from prodigy.durations import format_duration, parse_duration
-from prodigy.errors import JobLocked, JobNotFound, ProdigyError, StateError, UsageError
-from prodigy.lock import JobLock, LockHolder, is_locked
+from prodigy.durations import format_duration
+from prodigy.errors import JobNotFound, ProdigyError, StateError
+from prodigy.job import read_job_metadata
+from prodigy.job_worktrees import (
+    JobWorktree,
+    JobWorktrees,
+    WorktreesNotFound,
+    check_removable,
+    describe_removal,
+    find_job_worktrees,
+    forced_removal,
+    job_worktree_dirs,
+    remove_job_worktrees,
+)
+from prodigy.lock import is_locked
 from prodigy.store import JobDir, find_job, find_repository, jobs_root, list_jobs
 from prodigy.summary import JobSummary, describe_failed, repository_summaries, summarize
 from prodigy.versions import checkpoint_files, rebuild_checkpoint_document
 
 TRASH_PREFIX = ".deleting-"
-
-
-class DurationParam(click.ParamType[timedelta, object]):
-    """`--older-than 7d`: a malformed duration is a usage error (exit 2)."""
-
-    name = "duration"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        try:
-            return parse_duration(str(value))
-        except UsageError as exc:
-            self.fail(exc.message, param, ctx)
 
 
 @click.group("checkpoints")
@@ -173,53 +173,42 @@ def show(job_id: str, version: int | None) -> int:
 # ---- clean ---------------------------------------------------------------------------------------
 
 
-def _describe(s: JobSummary, size: int) -> str:
-    return (
+def _describe(s: JobSummary, size: int, found: JobWorktrees | None) -> str:
+    line = (
         f"{s.job_id} ({s.status_label}, {s.counts.succeeded}/{s.counts.total} succeeded, "
         f"last update {format_duration(timedelta(seconds=s.age()))} ago, {byte_size(size)})"
     )
+    if found is not None and found.entries:
+        line += f" with {describe_removal(found)}"
+    return line
 
 
-def _running_error(job_id: str, holder: LockHolder | None) -> JobLocked:
-    who = holder.describe() if holder is not None else "another process"
-    return JobLocked(
-        f"Job {job_id} is running ({who}) and cannot be cleaned while it runs.",
-        hint="Wait for it to end, or stop that process first.",
-    )
-
-
-def _refusal(s: JobSummary, force: bool) -> ProdigyError | None:
-    """Why this job must not be deleted now, or None."""
-    if s.holder is not None:
-        return _running_error(s.job_id, s.holder)
-    if s.finished or force:
-        return None
-    if s.status == "unknown":
-        hint = (
-            f"Its state cannot be read (see `prodigy sessions show {s.job_id}`); pass --force "
-            "to delete it anyway."
-        )
-    else:
-        hint = f"Resume it with `prodigy resume-job {s.job_id}`, or pass --force to delete it."
-    return ProdigyError(
-        f"Job {s.job_id} is not finished ({s.status_label}, {s.counts.succeeded}/"
-        f"{plural(s.counts.total, 'item')} succeeded), so cleaning it would delete resumable "
-        "work.",
-        hint=hint,
-    )
-
-
-def _lock_for_clean(job: JobDir) -> JobLock:
-    lock = JobLock(job.lock, job.job_id, "clean")
+def _git_leftovers(job: JobDir, force: bool) -> tuple[JobWorktrees | None, tuple[JobWorktree, ...]]:
+    """The job's worktrees and branches, to go with it (SPEC §6), and those of them holding
+    work merged nowhere else (removed only with --force). None when they cannot be found:
+    refused, unless forced (then the job goes and its branches, if any, stay)."""
     try:
-        lock.acquire()
-    except FileNotFoundError:
-        raise JobNotFound(
-            f"Checkpoint not found: job {job.job_id} was deleted by another process."
-        ) from None
-    except JobLocked:
-        raise _running_error(job.job_id, is_locked(job.lock)) from None
-    return lock
+        meta = read_job_metadata(job)
+        found = asyncio.run(find_job_worktrees(job, meta, running=False))
+    except (ProdigyError, OSError) as exc:
+        if not job_worktree_dirs(job.repo, job.job_id):
+            # A job that ran in worktrees keeps its parent worktree until it is cleaned: with
+            # none on disk there is nothing in git to go with the job (and no repository to
+            # look in when metadata.json is lost).
+            return None, ()
+        if isinstance(exc, WorktreesNotFound):
+            reason = exc.message.rstrip(".")
+        else:
+            detail = exc.message.rstrip(".") if isinstance(exc, ProdigyError) else exc
+            reason = f"Job {job.job_id}'s worktrees and branches cannot be found ({detail})"
+        if not force:
+            raise ProdigyError(
+                f"{reason}; cleaning the job could leave them behind unnoticed.",
+                hint="Pass --force to delete the job anyway.",
+            ) from None
+        warn(f"warning: {reason}; any it has are left.")
+        return None, ()
+    return found, check_removable(found, force)
 
 
 def _delete(job: JobDir) -> None:
@@ -259,20 +248,29 @@ def _clean_one(job: JobDir, force: bool, dry_run: bool) -> tuple[str, int]:
     """Delete one job (under its lock); raises when it must not be deleted."""
     if dry_run:
         s = summarize(job)
-        refusal = _refusal(s, force)
+        refusal = clean_refusal(s, force)
         if refusal is not None:
             raise refusal
+        found, forced = _git_leftovers(job, force)
         size = job.disk_usage()
-        return _describe(s, size), size
-    lock = _lock_for_clean(job)
+        for entry in forced:
+            say(forced_removal(entry, dry_run=True))
+        return _describe(s, size, found), size
+    lock = lock_for_clean(job)
     try:
         # Decided under the lock: nothing can start or change the job from here on.
         s = summarize(job)
-        refusal = _refusal(s, force)
+        refusal = clean_refusal(s, force)
         if refusal is not None:
             raise refusal
+        found, forced = _git_leftovers(job, force)
         size = job.disk_usage()
-        line = _describe(s, size)
+        line = _describe(s, size, found)
+        if found is not None and found.entries:
+            # Before the job directory: if git fails, the job is still there to clean again.
+            asyncio.run(remove_job_worktrees(found))
+        for entry in forced:
+            say(forced_removal(entry, dry_run=False))
         _delete(job)
     finally:
         lock.release()
@@ -325,7 +323,12 @@ def _clean_all(older_than: timedelta, force: bool, dry_run: bool) -> int:
     type=DurationParam(),
     help="With --all: jobs last updated longer ago than this (30m, 12h, 7d, 2w).",
 )
-@click.option("--force", is_flag=True, help="Also delete unfinished (resumable) jobs.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also delete unfinished (resumable) jobs, and work merged nowhere else in their "
+    "branches (each branch is named).",
+)
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
 def clean(
     job_id: str | None,
@@ -336,7 +339,9 @@ def clean(
 ) -> int:
     """Delete a job's stored state (JOB_ID), or old jobs (--all --older-than 7d).
 
-    A running job is never deleted; an unfinished one only with --force.
+    A running job is never deleted; an unfinished one only with --force. Its worktrees and
+    branches (map.isolation: worktree) go with it; a branch or worktree holding work merged
+    nowhere else only with --force.
     """
     if job_id is None:
         if not all_jobs:

@@ -31,6 +31,7 @@ class LazyGroup(click.Group):
         "events": ("prodigy.cli.events", "events"),
         "dlq": ("prodigy.cli.dlq", "dlq"),
         "sessions": ("prodigy.cli.sessions", "sessions"),
+        "worktrees": ("prodigy.cli.worktrees", "worktrees"),
     }
 
     # What `prodigy --help` says of each command, so that listing them imports none of them.
@@ -43,6 +44,7 @@ class LazyGroup(click.Group):
         "events": "Show or follow a job's events.",
         "dlq": "Inspect and reprocess the dead letter queue.",
         "sessions": "Show the jobs of this repository.",
+        "worktrees": "List, clean and merge the git worktrees and branches of jobs.",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
