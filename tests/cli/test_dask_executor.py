@@ -302,3 +302,24 @@ def test_worktree_isolation_is_refused_on_a_cluster(job: Env, cluster: Cluster) 
     result = job.run("cook", "wf.yaml", "--executor", f"dask://{cluster.address}")
     assert result.returncode == 2
     assert "isolation" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_agents_run_in_the_working_dir_the_workflow_names(
+    job: Env, cluster: Cluster, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "seen-by-workers"
+    elsewhere.mkdir()
+    executor = f'executor: {{dask: "{cluster.address}", working_dir: "{elsewhere}"}}'
+    write(job, 2, executor=executor)
+    workflow = (
+        (job.repo / "wf.yaml")
+        .read_text()
+        .replace(
+            "echo ${item_id} $PRODIGY_WORKER >> $LOGS/runs.log",
+            "echo ${item_id} $(pwd) >> $LOGS/runs.log",
+        )
+    )
+    job.write("wf.yaml", workflow)
+    result = job.run("cook", "wf.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(runs(job)) == [["item_0", str(elsewhere)], ["item_1", str(elsewhere)]]
