@@ -43,7 +43,9 @@ async def failed(run: RunContext, reason: str) -> int:
     try:
         await record_end(run, "failed", reason)
     except ProdigyError as exc:
-        run.reporter.warn(f"error: {exc}")
+        # A full disk that failed the run fails its last record too: say it once.
+        if run.interrupts.fatal is None:
+            run.reporter.warn(f"error: {exc}")
     run.events.emit(JobFailed(reason=reason))
     run.reporter.warn(f"Job failed: {reason}")
     run.reporter.warn(f"Fix the cause, then run: {run.resume_hint()}")
