@@ -100,3 +100,29 @@ def test_crash_at_any_byte_replays_the_surviving_records(n: int, data: st.DataOb
     assert contents.valid_bytes == size
     assert contents.torn_tail == (cut > size)
     assert replay(contents.records) == replay(written[:whole])
+
+
+def test_a_damaged_line_that_still_parses_is_caught_by_its_checksum(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    lines = [encode_record(r) for r in records(4)]
+    # One digit changed in the middle: still valid JSON, still a record, but not what was written.
+    lines[3] = lines[3].replace(b'"index":1', b'"index":2')
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(StateError, match=r"line 4.*checksum"):
+        read_journal(path)
+
+
+def test_a_last_line_whose_checksum_fails_is_a_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    lines = [encode_record(r) for r in records(3)]
+    lines[-1] = lines[-1].replace(b'"index":2', b'"index":1')
+    path.write_bytes(b"".join(lines))
+    contents = read_journal(path)
+    assert contents.torn_tail and len(contents.records) == len(lines) - 1
+
+
+def test_lines_without_a_checksum_are_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    plain = [line.split(b',"crc"')[0] + b"}\n" for line in map(encode_record, records(3))]
+    path.write_bytes(b"".join(plain))
+    assert read_journal(path).records == records(3)
