@@ -31,6 +31,7 @@ class LazyGroup(click.Group):
         "events": ("prodigy.cli.events", "events"),
         "dlq": ("prodigy.cli.dlq", "dlq"),
         "sessions": ("prodigy.cli.sessions", "sessions"),
+        "progress": ("prodigy.cli.progress", "progress"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
