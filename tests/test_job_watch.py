@@ -132,3 +132,15 @@ def test_a_dead_holders_details_do_not_make_the_job_live(tmp_path: Path) -> None
     path.write_text('{"pid": 1, "host": "elsewhere", "started": "x", "purpose": "cook"}')
     assert live_holder(path) is None
     assert live_holder(tmp_path / "missing") is None
+
+
+def test_a_missing_journal_is_a_problem_until_it_appears(tmp_path: Path) -> None:
+    job = write_job(tmp_path, 2, parallel=1, fail_every=0)
+    records = job.journal.read_bytes()
+    job.journal.unlink()
+    watch = JobWatch(job)
+    watch.refresh()
+    assert "is missing" in watch.problems["journal"]
+    job.journal.write_bytes(records)
+    watch.refresh()
+    assert "journal" not in watch.problems and counts(watch.state).succeeded == 2

@@ -14,6 +14,7 @@ from prodigy.report import (
     read_report,
     span_text,
 )
+from prodigy.store import JobDir
 from synthetic_job import ERROR, write_job
 
 
@@ -71,3 +72,18 @@ def test_wording() -> None:
     assert event_detail(
         {"total": 3, "succeeded": 2, "failed": 1, "dead_lettered": 1, "skipped": 0, "remaining": 0}
     ).startswith("2/3 succeeded, 0 remaining, 1 in DLQ")
+
+
+def test_a_job_with_nothing_readable_yet_still_reports(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "r" / "mapreduce" / "jobs" / "mapreduce-20261101-000000"
+    path.mkdir(parents=True)
+    (path / "metadata.json").write_text('{"status": "running", "workflow_name": "w"}')
+    report = read_report(JobDir(path))
+    assert (report.job.status, report.job.crashed, report.job.phase) == (
+        "interrupted",
+        True,
+        "unknown",
+    )
+    assert report.counts.total == 0 and report.timeline.attempts == 0
+    assert any("journal" in p and "missing" in p for p in report.problems)
+    assert report.job.started_at is not None  # from the job id

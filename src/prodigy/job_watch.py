@@ -204,7 +204,12 @@ class JobWatch:
             self.problems["journal"] = f"{self.job.journal} cannot be read ({exc.strerror})"
             return False
         if not data:
+            if self._journal.consumed == 0 and not self.job.journal.exists():
+                self.problems["journal"] = (
+                    f"the journal {self.job.journal} is missing, so the counts are unknown"
+                )
             return False
+        self.problems.pop("journal", None)
         try:
             with _collector_paused():
                 records = _record_decoder.decode_lines(data)
