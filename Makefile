@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev,dask]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,dask,web]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -32,6 +32,7 @@ class LazyGroup(click.Group):
         "dlq": ("prodigy.cli.dlq", "dlq"),
         "sessions": ("prodigy.cli.sessions", "sessions"),
         "worktrees": ("prodigy.cli.worktrees", "worktrees"),
+        "progress": ("prodigy.cli.progress", "progress"),
     }
 
     # What `prodigy --help` says of each command, so that listing them imports none of them.
@@ -45,6 +46,7 @@ class LazyGroup(click.Group):
         "dlq": "Inspect and reprocess the dead letter queue.",
         "sessions": "Show the jobs of this repository.",
         "worktrees": "List, clean and merge the git worktrees and branches of jobs.",
+        "progress": "Where a job stands: a summary, a report file or a live dashboard.",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
