@@ -56,9 +56,24 @@ def _bar(report: ProgressReport, fancy: bool) -> str:
     return f"[{full * done}{empty * (BAR_WIDTH - done)}] {c.percent_done}%"
 
 
-def summary_lines(report: ProgressReport, fancy: bool = False) -> list[tuple[str, str]]:
+Lines = list[tuple[str, str]]
+
+
+def summary_lines(report: ProgressReport, fancy: bool = False) -> Lines:
     """The terminal summary as (label, text) lines; a label of "" continues the line above."""
-    j, c, p, cost = report.job, report.counts, report.pace, report.cost
+    return [
+        *_header_lines(report),
+        *_count_lines(report, fancy),
+        *_spend_lines(report),
+        *_item_lines(report),
+        *_dlq_lines(report),
+        *[("Problem", problem) for problem in report.problems],
+        *[("Next", command) for command in _next_commands(report)],
+    ]
+
+
+def _header_lines(report: ProgressReport) -> Lines:
+    j = report.job
     status = j.status + (" (crashed)" if j.crashed else "")
     when = f"started {moment_text(j.started_at)}"
     if j.elapsed_s is not None:
@@ -69,15 +84,20 @@ def summary_lines(report: ProgressReport, fancy: bool = False) -> list[tuple[str
     ]
     if j.holder:
         lines.append(("", f"run by {j.holder}"))
+    return lines
+
+
+def _count_lines(report: ProgressReport, fancy: bool) -> Lines:
+    j, c, p = report.job, report.counts, report.pace
     failed = f"{c.failed} failed ({c.dead_lettered} in DLQ, {c.retriable} retriable"
     failed += f", {c.skipped} skipped)" if c.skipped else ")"
-    lines.append(
+    lines = [
         (
             "Items",
             f"{c.finished}/{c.total} done: {c.succeeded} succeeded, {failed}, "
             f"{c.running} running, {c.waiting} waiting",
         )
-    )
+    ]
     if c.total:
         lines.append(("", _bar(report, fancy)))
     if p.items_per_s is not None:
@@ -87,16 +107,26 @@ def summary_lines(report: ProgressReport, fancy: bool = False) -> list[tuple[str
         elif j.live and c.remaining:
             rate += "; ETA unknown until items finish"
         lines.append(("Rate", rate))
-    if cost.total_usd or cost.input_tokens or cost.output_tokens:
-        text = (
-            f"{_usd(cost.total_usd)} so far ({cost.input_tokens:,} input / "
-            f"{cost.output_tokens:,} output tokens)"
-        )
-        if cost.per_item_usd is not None:
-            text += f", {_usd(cost.per_item_usd)} per item"
-        if cost.projected_usd is not None and c.remaining:
-            text += f", {_usd(cost.projected_usd)} projected"
-        lines.append(("Cost", text))
+    return lines
+
+
+def _spend_lines(report: ProgressReport) -> Lines:
+    c, cost = report.counts, report.cost
+    if not (cost.total_usd or cost.input_tokens or cost.output_tokens):
+        return []
+    text = (
+        f"{_usd(cost.total_usd)} so far ({cost.input_tokens:,} input / "
+        f"{cost.output_tokens:,} output tokens)"
+    )
+    if cost.per_item_usd is not None:
+        text += f", {_usd(cost.per_item_usd)} per item"
+    if cost.projected_usd is not None and c.remaining:
+        text += f", {_usd(cost.projected_usd)} projected"
+    return [("Cost", text)]
+
+
+def _item_lines(report: ProgressReport) -> Lines:
+    lines: Lines = []
     for index, slow in enumerate(report.slowest[:LISTED]):
         lines.append(
             (
@@ -116,30 +146,33 @@ def summary_lines(report: ProgressReport, fancy: bool = False) -> list[tuple[str
     hidden = len(report.failing) - LISTED + report.failing_more
     if hidden > 0:
         lines.append(("", f"and {plural(hidden, 'more failing item')}"))
+    return lines
+
+
+def _dlq_lines(report: ProgressReport) -> Lines:
     d = report.dlq
-    if d.total:
+    if not d.total:
+        return []
+    lines = [
+        (
+            "DLQ",
+            f"{plural(d.total, 'item')} ({d.retriable} retriable, "
+            f"{d.manual_review} need manual review), by error signature:",
+        )
+    ]
+    for group in d.by_signature[:LISTED]:
+        shown = ", ".join(group.item_ids[:3])
+        more = group.count - min(3, len(group.item_ids))
+        who = f"{shown} and {more} more" if more > 0 else shown
         lines.append(
             (
-                "DLQ",
-                f"{plural(d.total, 'item')} ({d.retriable} retriable, "
-                f"{d.manual_review} need manual review), by error signature:",
+                "",
+                f"{group.count:>5} x {group.error_kind} [{group.signature}] "
+                f"{one_line(group.sample_error, 80)} ({who})",
             )
         )
-        for group in d.by_signature[:LISTED]:
-            shown = ", ".join(group.item_ids[:3])
-            more = group.count - min(3, len(group.item_ids))
-            who = f"{shown} and {more} more" if more > 0 else shown
-            lines.append(
-                (
-                    "",
-                    f"{group.count:>5} x {group.error_kind} [{group.signature}] "
-                    f"{one_line(group.sample_error, 80)} ({who})",
-                )
-            )
-        if len(d.by_signature) > LISTED:
-            lines.append(("", f"and {plural(len(d.by_signature) - LISTED, 'more signature')}"))
-    lines += [("Problem", problem) for problem in report.problems]
-    lines += [("Next", command) for command in _next_commands(report)]
+    if len(d.by_signature) > LISTED:
+        lines.append(("", f"and {plural(len(d.by_signature) - LISTED, 'more signature')}"))
     return lines
 
 
