@@ -328,7 +328,7 @@ class _Parser:
             if not isinstance(pattern.constant, str):
                 self._fail(token, "'matches' needs a regular expression in quotes")
             try:
-                regex = re.compile(pattern.constant)
+                regex = _compile_regex(pattern.constant)
             except re.error as exc:
                 self._fail(token, f"invalid regular expression: {exc}")
 
@@ -472,9 +472,20 @@ def _contains(container: _Operand, member: _Operand) -> Test:
     return contains
 
 
+def _compile_regex(pattern: str) -> re.Pattern[str]:
+    """re.compile with every refusal as re.error: a repeat count past 2**32 is otherwise an
+    OverflowError, and groups nested past the recursion limit a RecursionError."""
+    try:
+        return re.compile(pattern)
+    except OverflowError as exc:
+        raise re.error(str(exc)) from None
+    except RecursionError:
+        raise re.error("its groups are nested too deeply") from None
+
+
 @lru_cache(maxsize=256)
 def _regex_or_none(pattern: str) -> re.Pattern[str] | None:
     try:
-        return re.compile(pattern)
+        return _compile_regex(pattern)
     except re.error:
         return None
