@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple, NoReturn
 
+from prodigy.display import unbroken
 from prodigy.errors import InputError
 
 FieldPath = tuple[str | int, ...]
@@ -36,9 +37,10 @@ class FilterSyntaxError(InputError):
     """A filter that cannot be parsed; `column` (1-based) lets the workflow loader point at it."""
 
     def __init__(self, text: str, column: int, reason: str):
-        super().__init__(f"filter '{text}' is invalid at column {column}: {reason}")
+        # A filter may span lines in YAML (`filter: |`); the message stays one line.
+        super().__init__(unbroken(f"filter '{text}' is invalid at column {column}: {reason}"))
         self.column = column
-        self.reason = reason
+        self.reason = unbroken(reason)
 
 
 @dataclass(frozen=True, slots=True)
