@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from prodigy.display import unbroken
 from prodigy.errors import MissingVariable
 
 # `$${` is tried first so that an escaped reference is never also read as a real one.
@@ -31,15 +32,17 @@ def referenced_names(template: str) -> list[str]:
 
 def split_name(name: str) -> tuple[str, tuple[PathSegment, ...]]:
     """Split `item.list[0].a` into `("item", ("list", 0, "a"))`; ValueError if malformed."""
+    # `${...}` may span lines in a template; the message names it on one line.
+    invalid = f"${{{unbroken(name)}}} is not a valid variable reference"
     root = _ROOT.match(name)
     if root is None:
-        raise ValueError(f"${{{name}}} is not a valid variable reference")
+        raise ValueError(invalid)
     path: list[PathSegment] = []
     pos = root.end()
     while pos < len(name):
         seg = _SEGMENT.match(name, pos)
         if seg is None:
-            raise ValueError(f"${{{name}}} is not a valid variable reference")
+            raise ValueError(invalid)
         field, index = seg.groups()
         path.append(field if field is not None else int(index))
         pos = seg.end()
