@@ -14,11 +14,12 @@ from prodigy.interpolate import referenced_names, render, split_name
 
 ROOTS = ["item", "map", "job_id", "env_var", "x", "HOME", "PATH", "_a1"]
 segments = st.one_of(
-    st.sampled_from(["a", "b", "0", "1", "list", "file-name", "٣", "-1", ""]).map(
+    st.sampled_from(["a", "b", "0", "1", "list", "file-name", "²", "٣", "-1", ""]).map(
         lambda s: "." + s
     ),
     st.integers(0, 5).map(lambda i: f"[{i}]"),
     st.sampled_from(["[-1]", "[x]", "[", "]", "[²]", " ", "\n", ".a b", "[99999999999999]"]),
+    st.integers(4290, 4400).map(lambda n: f"[{'1' * n}]"),
 )
 names = st.one_of(
     user_text,
@@ -40,6 +41,38 @@ variables = st.dictionaries(
     ),
     max_size=5,
 )
+
+
+@st.composite
+def resolvable(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A reference and variables shaped along its path, so resolution goes deep before it
+    finds (or misses) the value."""
+    root = draw(st.sampled_from(ROOTS))
+    path = draw(st.lists(segments, max_size=4))
+    value: Any = draw(json_values)
+    for segment in reversed(path):
+        key = segment.removeprefix(".").strip("[]")
+        if draw(st.booleans()):
+            value = {key: value}
+        else:
+            value = [*draw(st.lists(json_values, max_size=3)), value]
+    return "${" + root + "".join(path) + "}", {root: value}
+
+
+@fuzz(300)
+@given(resolvable())
+# Found by fuzzing: `²` passed str.isdigit() as a list index, and int() refused it.
+@example(("${item.²}", {"item": [None]}))
+@example(("${item.list." + "1" * 5000 + "}", {"item": {"list": []}}))
+@example(("${item.list[" + "1" * 5000 + "]}", {"item": {"list": []}}))
+def test_render_follows_any_path_or_says_what_is_missing(case: tuple[str, Any]) -> None:
+    template, values = case
+    try:
+        rendered = render(template, values)
+    except Exception as exc:
+        assert_clear_error(exc, MissingVariable)
+    else:
+        assert isinstance(rendered, str)
 
 
 @fuzz(400)
