@@ -30,6 +30,7 @@ _INT = re.compile(r"-?\d+")
 _FLOAT = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _WORD = re.compile(r"[^\W\d][\w-]*")
 _OPERATOR = re.compile(r"==|!=|>=|<=|&&|\|\||[<>!()\[\],.]")
+_MAX_NUMBER_CHARS = 400
 _ESCAPES = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
 
 
@@ -207,6 +208,9 @@ def _read_string(text: str, start: int) -> _Token:
 
 def _read_number(spelling: str, start: int) -> _Token:
     end = start + len(spelling)
+    if len(spelling) > _MAX_NUMBER_CHARS:
+        # int() refuses more than 4300 digits, and no JSON item holds such a number anyway.
+        raise _Problem(start + 1, f"'{spelling[:20]}…' is too long to be a number")
     if _INT.fullmatch(spelling):
         return _Token("number", int(spelling), start, end)
     if _FLOAT.fullmatch(spelling):

@@ -48,6 +48,8 @@ numbers = st.one_of(
     st.integers(-(10**30), 10**30).map(str),
     st.floats(allow_nan=False, allow_infinity=False).map(repr),
     st.sampled_from(["1e5", "1e+5", "-0", "10kb", "1.", ".5", "1e", "1_000", "٣", "0x10"]),
+    # Past int()'s 4300-digit limit for decimal strings.
+    st.integers(4290, 4400).map(lambda n: "7" * n),
 )
 
 
@@ -142,6 +144,8 @@ def compiled_or_error(text: str) -> Any:
 # Found by fuzzing: the filter was quoted with its line breaks, so the error was two lines.
 @example("\r")
 @example("size >\n10kb")
+# Found by fuzzing: int() refused the number with a ValueError.
+@example("7" * 4301)
 def test_any_text_compiles_or_is_a_syntax_error(text: str) -> None:
     compiled_or_error(text)
 
