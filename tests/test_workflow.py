@@ -421,6 +421,14 @@ def test_bad_json_path(tmp_path: Path) -> None:
     assert message.startswith("wf.yaml:7:14: map.json_path '$.files[' is not valid JSONPath: ")
 
 
+# Found by fuzzing (tests/fuzz): python-jsonpath let int()'s ValueError and OverflowError escape.
+@pytest.mark.parametrize("path", ["$[" + "9" * 5000 + "]", "$[?@.size > 1e999]"])
+def test_json_path_with_a_number_too_large(tmp_path: Path, path: str) -> None:
+    message = error(tmp_path, MINIMAL + f"  json_path: '{path}'\n")
+    assert message.startswith("wf.yaml:7:14: map.json_path ")
+    assert message.endswith("is not valid JSONPath: a number in it is too large")
+
+
 def test_errors_in_setup_point_into_the_file(tmp_path: Path) -> None:
     listed = MINIMAL + "setup:\n  - shell: make\n    timeout: never\n"
     assert error(tmp_path, listed).startswith("wf.yaml:9:14: setup[0].timeout must be a duration")

@@ -337,7 +337,7 @@ def _run_json_path(document: Any, json_path: str) -> _PathResult:
             return _PathResult(list(value), False, [value])
         return _PathResult(list(value.values()) if isinstance(value, dict) else [], False, [value])
     try:
-        path = jsonpath.compile(json_path)
+        path = compile_json_path(json_path)
         selected = path.findall(document)
         if selected or not isinstance(path, jsonpath.JSONPath) or not path.segments:
             return _PathResult(selected, _is_singular(path), [])
@@ -351,8 +351,23 @@ def _run_json_path(document: Any, json_path: str) -> _PathResult:
         )
         return _PathResult([], False, parent.findall(document))
     except jsonpath.JSONPathError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = json_path_reason(exc)
         raise _input_error(f"map.json_path '{json_path}' is invalid: {reason}") from None
+
+
+def compile_json_path(text: str) -> jsonpath.JSONPath | jsonpath.CompoundJSONPath:
+    """jsonpath.compile, with every refusal a JSONPathError: python-jsonpath lets int()'s
+    ValueError (an index of 5000 digits) and OverflowError (`1e999` in a filter) escape."""
+    try:
+        return jsonpath.compile(text)
+    except (ValueError, OverflowError):
+        raise jsonpath.JSONPathError("a number in it is too large") from None
+
+
+def json_path_reason(exc: jsonpath.JSONPathError) -> str:
+    """The first line of python-jsonpath's message (its str() adds a drawing of the path)."""
+    lines = str(exc.message or "").splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _is_singular(path: jsonpath.JSONPath | jsonpath.CompoundJSONPath) -> bool:

@@ -38,7 +38,7 @@ from prodigy.durations import WORKFLOW_SYNTAX
 from prodigy.errors import InputError, UsageError, WorkflowError
 from prodigy.interpolate import referenced_names, split_name, to_text
 from prodigy.item_filter import FilterSyntaxError, compile_filter
-from prodigy.items import parse_sort_by
+from prodigy.items import compile_json_path, json_path_reason, parse_sort_by
 
 # Names the runner itself defines; a workflow may not reuse them for env keys or captures.
 ITEM_VARIABLES = frozenset({"item", "item_index", "item_id", "attempt"})
@@ -589,10 +589,10 @@ def _check_json_path(tree: CommentedMap, workflow: Workflow) -> list[_Problem]:
     if expression is None:
         return []
     try:
-        jsonpath.compile(expression)
+        compile_json_path(expression)
     except jsonpath.JSONPathError as exc:
         spot = _locate(tree, ("map", "json_path"))
-        detail = str(getattr(exc, "message", "") or exc).splitlines()[0]
+        detail = json_path_reason(exc)
         token = getattr(exc, "token", None)
         index = getattr(token, "index", -1)
         at = f" at character {index + 1}" if isinstance(index, int) and index >= 0 else ""
