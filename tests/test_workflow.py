@@ -421,6 +421,27 @@ def test_bad_json_path(tmp_path: Path) -> None:
     assert message.startswith("wf.yaml:7:14: map.json_path '$.files[' is not valid JSONPath: ")
 
 
+# Found by fuzzing (tests/fuzz): ruamel keeps no positions (lc.data is None) for the contents of a
+# tagged collection or for keys merged in with `<<`, and the loader failed with AttributeError.
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("reduce: !!omap [a: 1]\n", "wf.yaml:7:9: reduce must be a list, got a mapping"),
+        ("env: !!omap [A: [1]]\n", "wf.yaml:7:6: env.A must be a string, got a list"),
+        ("reduce: !x [{shel: x}]\n", "wf.yaml:7:9: unknown key 'shel' in reduce[0]; did you"),
+        ("<<: {source_path: x}\n", "wf.yaml:1:1: unknown key 'source_path' at the top level"),
+    ],
+)
+def test_yaml_without_positions_is_still_located(tmp_path: Path, extra: str, expected: str) -> None:
+    assert error(tmp_path, MINIMAL + extra).startswith(expected)
+
+
+def test_merge_keys_in_steps_load(tmp_path: Path) -> None:
+    text = MINIMAL + "reduce:\n  - <<: {shell: echo done}\n    timeout: 5\n"
+    step = load(tmp_path, text).reduce[0]
+    assert (step.shell, step.timeout) == ("echo done", 5.0)
+
+
 # Found by fuzzing (tests/fuzz): python-jsonpath let int()'s ValueError and OverflowError escape.
 @pytest.mark.parametrize("path", ["$[" + "9" * 5000 + "]", "$[?@.size > 1e999]"])
 def test_json_path_with_a_number_too_large(tmp_path: Path, path: str) -> None:

@@ -370,7 +370,8 @@ def _load(data: bytes) -> tuple[list[_Problem], Workflow | None]:
         )
     for key in _INTERNAL_KEYS:
         if key in tree:
-            line, column = tree.lc.key(key)
+            spot = _spot(tree, key)
+            line, column = (spot[0], spot[1]) if spot else (0, 0)
             raise _ProblemFound(_Problem(line, column, _unknown_key(key, (), "the workflow")))
     try:
         workflow = Workflow.model_validate(_plain(tree, (0, 0)))
@@ -406,18 +407,25 @@ def _yaml_sentence(exc: MarkedYAMLError) -> str:
     return f"invalid YAML: {problem}{context}"
 
 
+def _spot(node: CommentedMap | CommentedSeq, key: Any) -> Any:
+    """ruamel's position of `key` in `node`: (line, column, value line, value column) in a
+    mapping, (line, column) in a list; None for what it has none for (keys merged in with
+    `<<`, the contents of a tagged collection such as `!!omap`, whose `lc.data` is None)."""
+    return (node.lc.data or {}).get(key)
+
+
 def _plain(node: Any, position: tuple[int, int]) -> Any:
     """ruamel's round-trip nodes as plain Python data, so pydantic sees only builtin types."""
     if isinstance(node, CommentedMap):
         result: dict[Any, Any] = {}
         for key, value in node.items():
-            spot = node.lc.data.get(key)
+            spot = _spot(node, key)
             result[key] = _plain(value, (spot[2], spot[3]) if spot else position)
         return result
     if isinstance(node, CommentedSeq):
         items: list[Any] = []
         for i, value in enumerate(node):
-            spot = node.lc.data.get(i)
+            spot = _spot(node, i)
             items.append(_plain(value, (spot[0], spot[1]) if spot else position))
         return items
     if isinstance(node, TaggedScalar):
@@ -465,8 +473,8 @@ def _locate(tree: CommentedMap, loc: Sequence[str | int], *, at_key: bool = Fals
         last = i == len(loc) - 1
         if present and isinstance(node, CommentedMap) and isinstance(part, int):
             commands = node.get("commands")
-            if isinstance(commands, CommentedSeq):
-                spot = node.lc.data["commands"]
+            spot = _spot(node, "commands")
+            if isinstance(commands, CommentedSeq) and spot is not None:
                 line, column, path, node = spot[2], spot[3], _join(path, "commands"), commands
         if present and isinstance(node, CommentedSeq) and isinstance(part, str):
             continue  # a plain list standing for {commands: [...]}
@@ -475,7 +483,7 @@ def _locate(tree: CommentedMap, loc: Sequence[str | int], *, at_key: bool = Fals
         path = _join(path, part)
         if not present:
             continue
-        spot = node.lc.data.get(part) if isinstance(node, CommentedMap | CommentedSeq) else None
+        spot = _spot(node, part) if isinstance(node, CommentedMap | CommentedSeq) else None
         if spot is None:
             present = False
         elif isinstance(node, CommentedSeq):
