@@ -442,6 +442,39 @@ def test_merge_keys_in_steps_load(tmp_path: Path) -> None:
     assert (step.shell, step.timeout) == ("echo done", 5.0)
 
 
+# Found by fuzzing (tests/fuzz): ruamel raised ValueError or KeyError for a scalar it cannot
+# convert to the type its spelling or tag gives it.
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            "reduce: 2001-02-30\n",
+            "wf.yaml:7:9: invalid YAML: '2001-02-30' cannot be read as a YAML timestamp (day is "
+            "out of range for month); quote it if it is meant as text",
+        ),
+        (
+            "env: {A: 2001-12-14t25:59:43}\n",
+            "wf.yaml:7:10: invalid YAML: '2001-12-14t25:59:43' cannot be read as a YAML "
+            "timestamp (hour must be in 0..23)",
+        ),
+        (
+            "env:\n  A: !!int abc\n",
+            "wf.yaml:8:6: invalid YAML: 'abc' cannot be read as a YAML int (",
+        ),
+        (
+            "env:\n  A: !!bool abc\n",
+            "wf.yaml:8:6: invalid YAML: 'abc' cannot be read as a YAML bool; quote",
+        ),
+        (
+            "checkpoint: {max_checkpoints: 1" + "0" * 5000 + "}\n",
+            "wf.yaml:7:31: invalid YAML: '1000",
+        ),
+    ],
+)
+def test_scalar_yaml_cannot_convert_is_located(tmp_path: Path, extra: str, expected: str) -> None:
+    assert error(tmp_path, MINIMAL + extra).startswith(expected)
+
+
 # Found by fuzzing (tests/fuzz): python-jsonpath let int()'s ValueError and OverflowError escape.
 @pytest.mark.parametrize("path", ["$[" + "9" * 5000 + "]", "$[?@.size > 1e999]"])
 def test_json_path_with_a_number_too_large(tmp_path: Path, path: str) -> None:

@@ -31,7 +31,7 @@ from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.composer import ComposerError
-from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from prodigy.durations import WORKFLOW_SYNTAX
@@ -381,8 +381,30 @@ def _load(data: bytes) -> tuple[list[_Problem], Workflow | None]:
     return problems + _check_variables(tree, workflow), workflow
 
 
+class _Constructor(RoundTripConstructor):
+    """ruamel's round-trip constructor, except that a scalar it cannot convert (`2001-02-30`,
+    `!!int abc`, an integer of 5000 digits) is a ConstructorError at that scalar, reported at
+    its line like any YAML error, rather than a bare ValueError or KeyError."""
+
+    def construct_non_recursive_object(self, node: Any, tag: str | None = None) -> Any:
+        try:
+            return super().construct_non_recursive_object(node, tag)
+        except (ValueError, KeyError, OverflowError) as exc:
+            kind = str(tag or node.tag).rpartition(":")[2]
+            # int()'s refusal goes on to suggest sys.set_int_max_str_digits(): not for users.
+            reason = "" if isinstance(exc, KeyError) else f" ({str(exc).split(';')[0]})"
+            raise ConstructorError(
+                None,
+                None,
+                f"{_shown(node.value)} cannot be read as a YAML {kind}{reason}; quote it if it "
+                "is meant as text",
+                node.start_mark,
+            ) from None
+
+
 def _parse_yaml(text: str) -> Any:
     yaml = YAML(typ="rt")
+    yaml.Constructor = _Constructor
     try:
         return yaml.load(text)
     except MarkedYAMLError as exc:
