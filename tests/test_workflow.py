@@ -475,6 +475,15 @@ def test_scalar_yaml_cannot_convert_is_located(tmp_path: Path, extra: str, expec
     assert error(tmp_path, MINIMAL + extra).startswith(expected)
 
 
+# Found by fuzzing (tests/fuzz): ruamel's message for a character YAML does not allow spans two
+# lines and has no line and column.
+def test_a_character_yaml_refuses_is_one_located_line(tmp_path: Path) -> None:
+    assert error(tmp_path, MINIMAL + 'env: {A: "a\x00b"}\n') == (
+        "wf.yaml:7:12: invalid YAML: U+0000 is not allowed in a YAML file "
+        "(special characters are not allowed)"
+    )
+
+
 # Found by fuzzing (tests/fuzz): python-jsonpath let int()'s ValueError and OverflowError escape.
 @pytest.mark.parametrize("path", ["$[" + "9" * 5000 + "]", "$[?@.size > 1e999]"])
 def test_json_path_with_a_number_too_large(tmp_path: Path, path: str) -> None:

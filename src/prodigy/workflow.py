@@ -33,7 +33,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.composer import ComposerError
 from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
+from prodigy.display import unbroken
 from prodigy.durations import WORKFLOW_SYNTAX
 from prodigy.errors import InputError, UsageError, WorkflowError
 from prodigy.interpolate import referenced_names, split_name, to_text
@@ -411,8 +413,16 @@ def _parse_yaml(text: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line, mark.column) if mark is not None else (0, 0)
         raise _ProblemFound(_Problem(line, column, _yaml_sentence(exc))) from None
+    except ReaderError as exc:
+        # A character YAML does not allow, such as NUL; ruamel words it on two lines.
+        position = min(max(exc.position, 0), len(text))
+        line = text.count("\n", 0, position)
+        column = position - (text.rfind("\n", 0, position) + 1)
+        character = f"U+{exc.character:04X}" if isinstance(exc.character, int) else "a character"
+        sentence = f"invalid YAML: {character} is not allowed in a YAML file ({exc.reason})"
+        raise _ProblemFound(_Problem(line, column, sentence)) from None
     except YAMLError as exc:
-        raise _ProblemFound(_Problem(0, 0, f"invalid YAML: {exc}")) from None
+        raise _ProblemFound(_Problem(0, 0, f"invalid YAML: {unbroken(str(exc))}")) from None
 
 
 def _yaml_sentence(exc: MarkedYAMLError) -> str:
