@@ -484,6 +484,13 @@ def test_a_character_yaml_refuses_is_one_located_line(tmp_path: Path) -> None:
     )
 
 
+# Found by fuzzing (tests/fuzz): every ComposerError was reported as a second document.
+def test_undefined_alias_is_named(tmp_path: Path) -> None:
+    assert error(tmp_path, MINIMAL + "env: {A: *nope}\n") == (
+        "wf.yaml:7:10: invalid YAML: found undefined alias 'nope'"
+    )
+
+
 # Found by fuzzing (tests/fuzz): python-jsonpath let int()'s ValueError and OverflowError escape.
 @pytest.mark.parametrize("path", ["$[" + "9" * 5000 + "]", "$[?@.size > 1e999]"])
 def test_json_path_with_a_number_too_large(tmp_path: Path, path: str) -> None:

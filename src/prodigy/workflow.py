@@ -433,7 +433,7 @@ def _yaml_sentence(exc: MarkedYAMLError) -> str:
         name = f"'{key.group(1)}'" if key else "key"
         where = f" (in the mapping starting at line {first.line + 1})" if first else ""
         return f"duplicate key {name}{where}; each key may appear only once"
-    if isinstance(exc, ComposerError):
+    if isinstance(exc, ComposerError) and "single document" in (exc.context or ""):
         return "the workflow file must hold a single YAML document, but found another one"
     context = f" ({exc.context.strip()})" if exc.context else ""
     return f"invalid YAML: {problem}{context}"
