@@ -491,6 +491,16 @@ def test_undefined_alias_is_named(tmp_path: Path) -> None:
     )
 
 
+# Found by fuzzing (tests/fuzz): ruamel's composer recursed into a RecursionError (after seconds).
+@pytest.mark.parametrize(
+    "value", ["[" * 600 + "]" * 600, "{a: " * 600 + "1" + "}" * 600, "[" * 101 + "]" * 101]
+)
+def test_deep_nesting_is_refused_at_its_depth(tmp_path: Path, value: str) -> None:
+    message = error(tmp_path, MINIMAL + f"env: {{A: {value}}}\n")
+    assert message.startswith("wf.yaml:7:")
+    assert message.endswith(": the YAML is nested more than 100 levels deep")
+
+
 # Found by fuzzing (tests/fuzz): python-jsonpath let int()'s ValueError and OverflowError escape.
 @pytest.mark.parametrize("path", ["$[" + "9" * 5000 + "]", "$[?@.size > 1e999]"])
 def test_json_path_with_a_number_too_large(tmp_path: Path, path: str) -> None:

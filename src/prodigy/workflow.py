@@ -30,7 +30,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
-from ruamel.yaml.composer import ComposerError
+from ruamel.yaml.composer import ComposerError, MaxDepthExceededError
 from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
@@ -317,6 +317,7 @@ class _ProblemFound(Exception):
 
 
 _INTERNAL_KEYS = ("source_path", "source_hash")
+_MAX_DEPTH = 100  # levels of YAML nesting; a workflow needs a dozen
 
 
 def load_workflow(path: Path) -> Workflow:
@@ -407,6 +408,8 @@ class _Constructor(RoundTripConstructor):
 def _parse_yaml(text: str) -> Any:
     yaml = YAML(typ="rt")
     yaml.Constructor = _Constructor
+    # Deeper YAML would run ruamel's composer into Python's recursion limit.
+    yaml.max_depth = _MAX_DEPTH
     try:
         return yaml.load(text)
     except MarkedYAMLError as exc:
@@ -433,6 +436,8 @@ def _yaml_sentence(exc: MarkedYAMLError) -> str:
         name = f"'{key.group(1)}'" if key else "key"
         where = f" (in the mapping starting at line {first.line + 1})" if first else ""
         return f"duplicate key {name}{where}; each key may appear only once"
+    if isinstance(exc, MaxDepthExceededError):
+        return f"the YAML is nested more than {_MAX_DEPTH} levels deep"
     if isinstance(exc, ComposerError) and "single document" in (exc.context or ""):
         return "the workflow file must hold a single YAML document, but found another one"
     context = f" ({exc.context.strip()})" if exc.context else ""
