@@ -501,6 +501,17 @@ def test_deep_nesting_is_refused_at_its_depth(tmp_path: Path, value: str) -> Non
     assert message.endswith(": the YAML is nested more than 100 levels deep")
 
 
+# Found while writing the fuzz strategies: aliases of aliases ("billion laughs") were expanded
+# in full; eight such lines stand for 10**8 values, and the loader ran out of time and memory.
+def test_aliases_expanding_past_the_limit_are_refused(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 8)]
+    message = error(tmp_path, MINIMAL + "\n".join(lines) + "\n")
+    assert message.endswith(
+        ": the workflow holds more than 10000 values once its YAML aliases are expanded"
+    )
+
+
 # Found by fuzzing (tests/fuzz): python-jsonpath let int()'s ValueError and OverflowError escape.
 @pytest.mark.parametrize("path", ["$[" + "9" * 5000 + "]", "$[?@.size > 1e999]"])
 def test_json_path_with_a_number_too_large(tmp_path: Path, path: str) -> None:

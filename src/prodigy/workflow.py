@@ -318,6 +318,7 @@ class _ProblemFound(Exception):
 
 _INTERNAL_KEYS = ("source_path", "source_hash")
 _MAX_DEPTH = 100  # levels of YAML nesting; a workflow needs a dozen
+_MAX_VALUES = 10_000  # mappings, lists and scalars; a workflow needs hundreds at most
 
 
 def load_workflow(path: Path) -> Workflow:
@@ -451,19 +452,32 @@ def _spot(node: CommentedMap | CommentedSeq, key: Any) -> Any:
     return (node.lc.data or {}).get(key)
 
 
-def _plain(node: Any, position: tuple[int, int]) -> Any:
-    """ruamel's round-trip nodes as plain Python data, so pydantic sees only builtin types."""
+def _plain(node: Any, position: tuple[int, int], seen: list[int] | None = None) -> Any:
+    """ruamel's round-trip nodes as plain Python data, so pydantic sees only builtin types.
+
+    `seen` counts the values so far: aliases of aliases repeat a value exponentially (ten
+    lines of YAML can stand for a billion values), so past _MAX_VALUES the file is refused."""
+    seen = seen if seen is not None else [0]
+    seen[0] += 1
+    if seen[0] > _MAX_VALUES:
+        raise _ProblemFound(
+            _Problem(
+                *position,
+                f"the workflow holds more than {_MAX_VALUES} values once its YAML aliases "
+                "are expanded",
+            )
+        )
     if isinstance(node, CommentedMap):
         result: dict[Any, Any] = {}
         for key, value in node.items():
             spot = _spot(node, key)
-            result[key] = _plain(value, (spot[2], spot[3]) if spot else position)
+            result[key] = _plain(value, (spot[2], spot[3]) if spot else position, seen)
         return result
     if isinstance(node, CommentedSeq):
         items: list[Any] = []
         for i, value in enumerate(node):
             spot = _spot(node, i)
-            items.append(_plain(value, (spot[0], spot[1]) if spot else position))
+            items.append(_plain(value, (spot[0], spot[1]) if spot else position, seen))
         return items
     if isinstance(node, TaggedScalar):
         raise _ProblemFound(
