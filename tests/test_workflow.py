@@ -512,6 +512,24 @@ def test_aliases_expanding_past_the_limit_are_refused(tmp_path: Path) -> None:
     )
 
 
+# Found by fuzzing (tests/fuzz): a sentence quoting a key or a ${...} with a line break in it
+# (written "a\nb" in YAML) was two lines.
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('"a\\nb": 1\n', "wf.yaml:7:1: unknown key 'a b' at the top level; the keys allowed"),
+        (
+            'reduce: [{shell: "echo ${a\\nb}"}]\n',
+            "wf.yaml:7:18: ${a b} is not a valid variable reference; write $${a b} to pass it",
+        ),
+    ],
+)
+def test_sentences_quoting_a_line_break_stay_one_line(
+    tmp_path: Path, extra: str, expected: str
+) -> None:
+    assert error(tmp_path, MINIMAL + extra).startswith(expected)
+
+
 # Found by fuzzing (tests/fuzz): python-jsonpath let int()'s ValueError and OverflowError escape.
 @pytest.mark.parametrize("path", ["$[" + "9" * 5000 + "]", "$[?@.size > 1e999]"])
 def test_json_path_with_a_number_too_large(tmp_path: Path, path: str) -> None:

@@ -348,7 +348,8 @@ def _report(path: Path, problems: list[_Problem]) -> str:
     more = len(problems) - 1
     if more:
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return message
+    # Sentences quote the file's own text (a key, a ${...}), which may hold a line break.
+    return unbroken(message)
 
 
 def _load(data: bytes) -> tuple[list[_Problem], Workflow | None]:
