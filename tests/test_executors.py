@@ -14,7 +14,10 @@ def test_local_and_dask_addresses() -> None:
     assert parse_executor("dask://127.0.0.1:8786") == ExecutorChoice("dask", "tcp://127.0.0.1:8786")
 
 
-@pytest.mark.parametrize("text", ["ray://h:1", "dask://h", "dask://", "Local"])
+# Ports past 65535 were taken modulo 65536 by getaddrinfo, and `٣` (a digit to \d) as port 3.
+@pytest.mark.parametrize(
+    "text", ["ray://h:1", "dask://h", "dask://", "Local", "dask://h:99999", "dask://h:٣"]
+)
 def test_anything_else_is_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError, match="use local or dask://HOST:PORT"):
         parse_executor(text)
