@@ -2,7 +2,9 @@
 property every target has: a result, or one clear error.
 
 The `fuzz` profile keeps CI bounded (`fuzz(n)` is n examples, no deadline). For a deeper run,
-`PRODIGY_FUZZ_SCALE=50 .venv/bin/pytest tests/fuzz` multiplies every target's examples.
+multiply every target's examples (and lift pytest's 60 s limit per test):
+
+    PRODIGY_FUZZ_SCALE=20 .venv/bin/pytest tests/fuzz -n 2 --timeout 0
 """
 
 from __future__ import annotations
