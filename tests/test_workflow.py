@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import pytest
@@ -528,6 +529,15 @@ def test_sentences_quoting_a_line_break_stay_one_line(
     tmp_path: Path, extra: str, expected: str
 ) -> None:
     assert error(tmp_path, MINIMAL + extra).startswith(expected)
+
+
+# Seen while fuzzing (tests/fuzz): ruamel warned, on eight lines of stderr, about an anchor
+# defined twice, which YAML allows (an alias refers to the latest).
+def test_an_anchor_defined_twice_loads_without_a_warning(tmp_path: Path) -> None:
+    text = MINIMAL + "env: {A: &x a, B: &x b, C: *x}\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load(tmp_path, text).env == {"A": "a", "B": "b", "C": "b"}
 
 
 # Found by fuzzing (tests/fuzz): python-jsonpath let int()'s ValueError and OverflowError escape.

@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import types
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -32,7 +33,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.composer import ComposerError, MaxDepthExceededError
 from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, RoundTripConstructor
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError
 from ruamel.yaml.reader import ReaderError
 
 from prodigy.display import unbroken
@@ -413,7 +414,11 @@ def _parse_yaml(text: str) -> Any:
     # Deeper YAML would run ruamel's composer into Python's recursion limit.
     yaml.max_depth = _MAX_DEPTH
     try:
-        return yaml.load(text)
+        with warnings.catch_warnings():
+            # An anchor defined again is valid YAML (an alias takes the latest); ruamel's
+            # warning about it would print eight lines on stderr under a running command.
+            warnings.simplefilter("ignore", ReusedAnchorWarning)
+            return yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line, mark.column) if mark is not None else (0, 0)
