@@ -68,6 +68,28 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
         compile_filter("(" * 5000 + "a" + ")" * 5000)
 
 
+# Found by fuzzing (tests/fuzz): re.compile refuses these with OverflowError and RecursionError,
+# not re.error, so they escaped compile_filter, and `matches` with the pattern in the item raised.
+HUGE_REPEAT = "a{4294967296}"
+DEEP_GROUPS = "(" * 1500 + ")" * 1500
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [(HUGE_REPEAT, "repetition number is too large"), (DEEP_GROUPS, "nested too deeply")],
+)
+def test_regex_beyond_re_limits_is_a_syntax_error(pattern: str, reason: str) -> None:
+    with pytest.raises(FilterSyntaxError, match=reason) as caught:
+        compile_filter(f"path matches '{pattern}'")
+    assert caught.value.column == 14
+    assert "invalid regular expression" in caught.value.reason
+
+
+@pytest.mark.parametrize("pattern", [HUGE_REPEAT, DEEP_GROUPS])
+def test_regex_beyond_re_limits_in_the_item_does_not_match(pattern: str) -> None:
+    assert not keep("path matches pattern", {"path": "a", "pattern": pattern})
+
+
 # ---- semantics -----------------------------------------------------------------------------------
 
 

@@ -271,6 +271,29 @@ def test_object_without_json_path_is_an_error_naming_keys() -> None:
     assert select([]) == []
 
 
+# Found by fuzzing (tests/fuzz): the quoted setting or key kept its line break, so the one
+# sentence became two lines.
+@pytest.mark.parametrize(
+    ("document", "spec"),
+    [
+        ({"a\rb": 1}, {}),
+        ([], {"json_path": "0\r"}),
+        ([{"a": 1}], {"sort_by": "0\r0"}),
+        ([{"a": 1}], {"distinct": "\r"}),
+        ([{"a": 1}], {"id_field": "a.\nb"}),
+    ],
+)
+def test_errors_quoting_a_line_break_stay_one_line(document: Any, spec: dict[str, Any]) -> None:
+    with pytest.raises(InputError) as caught:
+        select(document, **spec)
+    assert len(caught.value.message.splitlines()) == 1, caught.value.message
+
+
+def test_warnings_quoting_a_line_break_stay_one_line() -> None:
+    loaded = select_items([{"a": 1}], ItemSpec(input="-", filter="a >\n 1"))
+    assert loaded.warnings == ["filter 'a >  1' removed all 1 items; the job has 0 items"]
+
+
 @pytest.mark.parametrize("document", [3, "text", None, True])
 def test_scalar_document_is_an_error(document: Any) -> None:
     with pytest.raises(InputError, match="input is a single JSON"):

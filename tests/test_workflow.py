@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import pytest
@@ -419,6 +420,132 @@ def test_bad_json_path(tmp_path: Path) -> None:
     text = MINIMAL + "  json_path: '$.files['\n"
     message = error(tmp_path, text)
     assert message.startswith("wf.yaml:7:14: map.json_path '$.files[' is not valid JSONPath: ")
+
+
+# Found by fuzzing (tests/fuzz): ruamel keeps no positions (lc.data is None) for the contents of a
+# tagged collection or for keys merged in with `<<`, and the loader failed with AttributeError.
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("reduce: !!omap [a: 1]\n", "wf.yaml:7:9: reduce must be a list, got a mapping"),
+        ("env: !!omap [A: [1]]\n", "wf.yaml:7:6: env.A must be a string, got a list"),
+        ("reduce: !x [{shel: x}]\n", "wf.yaml:7:9: unknown key 'shel' in reduce[0]; did you"),
+        ("<<: {source_path: x}\n", "wf.yaml:1:1: unknown key 'source_path' at the top level"),
+    ],
+)
+def test_yaml_without_positions_is_still_located(tmp_path: Path, extra: str, expected: str) -> None:
+    assert error(tmp_path, MINIMAL + extra).startswith(expected)
+
+
+def test_merge_keys_in_steps_load(tmp_path: Path) -> None:
+    text = MINIMAL + "reduce:\n  - <<: {shell: echo done}\n    timeout: 5\n"
+    step = load(tmp_path, text).reduce[0]
+    assert (step.shell, step.timeout) == ("echo done", 5.0)
+
+
+# Found by fuzzing (tests/fuzz): ruamel raised ValueError or KeyError for a scalar it cannot
+# convert to the type its spelling or tag gives it.
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            "reduce: 2001-02-30\n",
+            "wf.yaml:7:9: invalid YAML: '2001-02-30' cannot be read as a YAML timestamp (day is "
+            "out of range for month); quote it if it is meant as text",
+        ),
+        (
+            "env: {A: 2001-12-14t25:59:43}\n",
+            "wf.yaml:7:10: invalid YAML: '2001-12-14t25:59:43' cannot be read as a YAML "
+            "timestamp (hour must be in 0..23)",
+        ),
+        (
+            "env:\n  A: !!int abc\n",
+            "wf.yaml:8:6: invalid YAML: 'abc' cannot be read as a YAML int (",
+        ),
+        (
+            "env:\n  A: !!bool abc\n",
+            "wf.yaml:8:6: invalid YAML: 'abc' cannot be read as a YAML bool; quote",
+        ),
+        (
+            "checkpoint: {max_checkpoints: 1" + "0" * 5000 + "}\n",
+            "wf.yaml:7:31: invalid YAML: '1000",
+        ),
+    ],
+)
+def test_scalar_yaml_cannot_convert_is_located(tmp_path: Path, extra: str, expected: str) -> None:
+    assert error(tmp_path, MINIMAL + extra).startswith(expected)
+
+
+# Found by fuzzing (tests/fuzz): ruamel's message for a character YAML does not allow spans two
+# lines and has no line and column.
+def test_a_character_yaml_refuses_is_one_located_line(tmp_path: Path) -> None:
+    assert error(tmp_path, MINIMAL + 'env: {A: "a\x00b"}\n') == (
+        "wf.yaml:7:12: invalid YAML: U+0000 is not allowed in a YAML file "
+        "(special characters are not allowed)"
+    )
+
+
+# Found by fuzzing (tests/fuzz): every ComposerError was reported as a second document.
+def test_undefined_alias_is_named(tmp_path: Path) -> None:
+    assert error(tmp_path, MINIMAL + "env: {A: *nope}\n") == (
+        "wf.yaml:7:10: invalid YAML: found undefined alias 'nope'"
+    )
+
+
+# Found by fuzzing (tests/fuzz): ruamel's composer recursed into a RecursionError (after seconds).
+@pytest.mark.parametrize(
+    "value", ["[" * 600 + "]" * 600, "{a: " * 600 + "1" + "}" * 600, "[" * 101 + "]" * 101]
+)
+def test_deep_nesting_is_refused_at_its_depth(tmp_path: Path, value: str) -> None:
+    message = error(tmp_path, MINIMAL + f"env: {{A: {value}}}\n")
+    assert message.startswith("wf.yaml:7:")
+    assert message.endswith(": the YAML is nested more than 100 levels deep")
+
+
+# Found while writing the fuzz strategies: aliases of aliases ("billion laughs") were expanded
+# in full; eight such lines stand for 10**8 values, and the loader ran out of time and memory.
+def test_aliases_expanding_past_the_limit_are_refused(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 8)]
+    message = error(tmp_path, MINIMAL + "\n".join(lines) + "\n")
+    assert message.endswith(
+        ": the workflow holds more than 10000 values once its YAML aliases are expanded"
+    )
+
+
+# Found by fuzzing (tests/fuzz): a sentence quoting a key or a ${...} with a line break in it
+# (written "a\nb" in YAML) was two lines.
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('"a\\nb": 1\n', "wf.yaml:7:1: unknown key 'a b' at the top level; the keys allowed"),
+        (
+            'reduce: [{shell: "echo ${a\\nb}"}]\n',
+            "wf.yaml:7:18: ${a b} is not a valid variable reference; write $${a b} to pass it",
+        ),
+    ],
+)
+def test_sentences_quoting_a_line_break_stay_one_line(
+    tmp_path: Path, extra: str, expected: str
+) -> None:
+    assert error(tmp_path, MINIMAL + extra).startswith(expected)
+
+
+# Seen while fuzzing (tests/fuzz): ruamel warned, on eight lines of stderr, about an anchor
+# defined twice, which YAML allows (an alias refers to the latest).
+def test_an_anchor_defined_twice_loads_without_a_warning(tmp_path: Path) -> None:
+    text = MINIMAL + "env: {A: &x a, B: &x b, C: *x}\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load(tmp_path, text).env == {"A": "a", "B": "b", "C": "b"}
+
+
+# Found by fuzzing (tests/fuzz): python-jsonpath let int()'s ValueError and OverflowError escape.
+@pytest.mark.parametrize("path", ["$[" + "9" * 5000 + "]", "$[?@.size > 1e999]"])
+def test_json_path_with_a_number_too_large(tmp_path: Path, path: str) -> None:
+    message = error(tmp_path, MINIMAL + f"  json_path: '{path}'\n")
+    assert message.startswith("wf.yaml:7:14: map.json_path ")
+    assert message.endswith("is not valid JSONPath: a number in it is too large")
 
 
 def test_errors_in_setup_point_into_the_file(tmp_path: Path) -> None:

@@ -16,6 +16,16 @@ def one_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+# Every character at which str.splitlines() breaks a line.
+_LINE_BREAKS = str.maketrans(dict.fromkeys("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029", " "))
+
+
+def unbroken(text: str) -> str:
+    """`text` with each line break replaced by a space: a user's text quoted in a one-sentence
+    error stays on one line, and a column number still points at the same character."""
+    return text.translate(_LINE_BREAKS)
+
+
 def plural(n: int, word: str, many: str | None = None) -> str:
     """`1 item`, `0 items`, `2 failed items`: the count and its noun (phrase), agreeing;
     `many` for a noun not made plural by an s (`branches`)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from prodigy.display import unbroken
 from prodigy.errors import MissingVariable
 
 # `$${` is tried first so that an escaped reference is never also read as a real one.
@@ -22,6 +23,8 @@ _ROOT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SEGMENT = re.compile(r"\.([^.\[\]{}\s]+)|\[(\d+)\]")
 
 PathSegment = str | int
+# Far past any list's length, and well under int()'s limit on the digits of a string.
+_MAX_INDEX_DIGITS = 100
 
 
 def referenced_names(template: str) -> list[str]:
@@ -31,16 +34,20 @@ def referenced_names(template: str) -> list[str]:
 
 def split_name(name: str) -> tuple[str, tuple[PathSegment, ...]]:
     """Split `item.list[0].a` into `("item", ("list", 0, "a"))`; ValueError if malformed."""
+    # `${...}` may span lines in a template; the message names it on one line.
+    invalid = f"${{{unbroken(name)}}} is not a valid variable reference"
     root = _ROOT.match(name)
     if root is None:
-        raise ValueError(f"${{{name}}} is not a valid variable reference")
+        raise ValueError(invalid)
     path: list[PathSegment] = []
     pos = root.end()
     while pos < len(name):
         seg = _SEGMENT.match(name, pos)
         if seg is None:
-            raise ValueError(f"${{{name}}} is not a valid variable reference")
+            raise ValueError(invalid)
         field, index = seg.groups()
+        if index is not None and len(index) > _MAX_INDEX_DIGITS:
+            raise ValueError(invalid)  # int() refuses it, and no list is that long
         path.append(field if field is not None else int(index))
         pos = seg.end()
     return root.group(0), tuple(path)
@@ -103,8 +110,11 @@ def _step_into(value: Any, segment: PathSegment) -> tuple[bool, Any]:
 
 
 def _as_index(segment: str) -> int | None:
-    # `${item.list.0}` is accepted as well as `${item.list[0]}`.
-    return int(segment) if segment.isdigit() else None
+    # `${item.list.0}` is accepted as well as `${item.list[0]}`. isdecimal, not isdigit: int()
+    # refuses digits such as `²`.
+    if not segment.isdecimal() or len(segment) > _MAX_INDEX_DIGITS:
+        return None
+    return int(segment)
 
 
 def _path_text(path: tuple[PathSegment, ...]) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple, NoReturn
 
+from prodigy.display import unbroken
 from prodigy.errors import InputError
 
 FieldPath = tuple[str | int, ...]
@@ -29,6 +30,7 @@ _INT = re.compile(r"-?\d+")
 _FLOAT = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _WORD = re.compile(r"[^\W\d][\w-]*")
 _OPERATOR = re.compile(r"==|!=|>=|<=|&&|\|\||[<>!()\[\],.]")
+_MAX_NUMBER_CHARS = 400
 _ESCAPES = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
 
 
@@ -36,9 +38,10 @@ class FilterSyntaxError(InputError):
     """A filter that cannot be parsed; `column` (1-based) lets the workflow loader point at it."""
 
     def __init__(self, text: str, column: int, reason: str):
-        super().__init__(f"filter '{text}' is invalid at column {column}: {reason}")
+        # A filter may span lines in YAML (`filter: |`); the message stays one line.
+        super().__init__(unbroken(f"filter '{text}' is invalid at column {column}: {reason}"))
         self.column = column
-        self.reason = reason
+        self.reason = unbroken(reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +208,9 @@ def _read_string(text: str, start: int) -> _Token:
 
 def _read_number(spelling: str, start: int) -> _Token:
     end = start + len(spelling)
+    if len(spelling) > _MAX_NUMBER_CHARS:
+        # int() refuses more than 4300 digits, and no JSON item holds such a number anyway.
+        raise _Problem(start + 1, f"'{spelling[:20]}…' is too long to be a number")
     if _INT.fullmatch(spelling):
         return _Token("number", int(spelling), start, end)
     if _FLOAT.fullmatch(spelling):
@@ -328,7 +334,7 @@ class _Parser:
             if not isinstance(pattern.constant, str):
                 self._fail(token, "'matches' needs a regular expression in quotes")
             try:
-                regex = re.compile(pattern.constant)
+                regex = _compile_regex(pattern.constant)
             except re.error as exc:
                 self._fail(token, f"invalid regular expression: {exc}")
 
@@ -472,9 +478,20 @@ def _contains(container: _Operand, member: _Operand) -> Test:
     return contains
 
 
+def _compile_regex(pattern: str) -> re.Pattern[str]:
+    """re.compile with every refusal as re.error: a repeat count past 2**32 is otherwise an
+    OverflowError, and groups nested past the recursion limit a RecursionError."""
+    try:
+        return re.compile(pattern)
+    except OverflowError as exc:
+        raise re.error(str(exc)) from None
+    except RecursionError:
+        raise re.error("its groups are nested too deeply") from None
+
+
 @lru_cache(maxsize=256)
 def _regex_or_none(pattern: str) -> re.Pattern[str] | None:
     try:
-        return re.compile(pattern)
+        return _compile_regex(pattern)
     except re.error:
         return None

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
+from prodigy.display import unbroken
 from prodigy.errors import InputError
 from prodigy.item_filter import FieldPath, compile_filter, field_getter, parse_field_path
 from prodigy.reaper import forget_group, watch_group
@@ -87,7 +88,9 @@ def read_input_document(spec_input: str, cwd: Path, env: Mapping[str, str]) -> A
     """The input as one JSON value: a file's document, a .jsonl file or line output as a list."""
     text = spec_input.strip()
     if not text:
-        raise InputError("map.input is empty; set it to a JSON file or a command that prints JSON")
+        raise _input_error(
+            "map.input is empty; set it to a JSON file or a command that prints JSON"
+        )
     path = cwd / text
     try:
         is_file = path.is_file()
@@ -98,8 +101,8 @@ def read_input_document(spec_input: str, cwd: Path, env: Mapping[str, str]) -> A
         return _read_file(path, text)
     if _LOOKS_LIKE_FILE.fullmatch(text):
         if path.exists():
-            raise InputError(f"input {text} is a directory, not a JSON file (looked in {cwd})")
-        raise InputError(
+            raise _input_error(f"input {text} is a directory, not a JSON file (looked in {cwd})")
+        raise _input_error(
             f"input file not found: {text} (looked in {cwd})",
             hint="If a setup step creates it, check where that step writes it.",
         )
@@ -110,16 +113,16 @@ def _read_file(path: Path, shown: str) -> Any:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise InputError(f"input file {shown} cannot be read: {exc.strerror or exc}") from None
+        raise _input_error(f"input file {shown} cannot be read: {exc.strerror or exc}") from None
     data = data.removeprefix(_BOM)
     if path.suffix.lower() == ".jsonl":
         return _parse_json_lines(data, shown)
     if not data.strip():
-        raise InputError(f"input file {shown} is empty; it must hold one JSON document")
+        raise _input_error(f"input file {shown} is empty; it must hold one JSON document")
     try:
         return msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
-        raise InputError(f"input file {shown} is not valid JSON {_locate(data, exc)}") from None
+        raise _input_error(f"input file {shown} is not valid JSON {_locate(data, exc)}") from None
 
 
 def _parse_json_lines(data: bytes, shown: str) -> list[Any]:
@@ -132,7 +135,7 @@ def _parse_json_lines(data: bytes, shown: str) -> list[Any]:
             values.append(decode(line))
         except msgspec.DecodeError as exc:
             reason = _BYTE_POSITION.sub("", str(exc)).removeprefix("JSON is malformed: ")
-            raise InputError(
+            raise _input_error(
                 f"input file {shown}:{number} is not valid JSON: {reason}",
                 hint="A .jsonl file needs one JSON value on each line.",
             ) from None
@@ -172,7 +175,7 @@ def _run_command(command: str, cwd: Path, env: Mapping[str, str]) -> Any:
         )
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or exc
-        raise InputError(
+        raise _input_error(
             f"input command `{shown}` could not be started in {cwd}: {reason}"
         ) from None
     watch_group(process.pid)
@@ -180,7 +183,7 @@ def _run_command(command: str, cwd: Path, env: Mapping[str, str]) -> Any:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(process)
-        raise InputError(
+        raise _input_error(
             f"input command `{shown}` did not finish within {timeout:g} s and was stopped"
         ) from None
     finally:
@@ -211,7 +214,7 @@ def _command_failed(shown: str, code: int, stderr: bytes, cwd: Path) -> InputErr
     hint = None
     if code == 127:
         hint = f"map.input is run as a command because no such file exists in {cwd}."
-    return InputError(f"input command `{shown}` {how}{said}", hint=hint)
+    return _input_error(f"input command `{shown}` {how}{said}", hint=hint)
 
 
 def _parse_command_output(stdout: bytes, shown: str) -> Any:
@@ -239,7 +242,7 @@ def _parse_command_output(stdout: bytes, shown: str) -> Any:
             # A line that starts like JSON but does not parse is a broken document, not text.
             if line.lstrip()[:1] in (b"{", b"["):
                 reason = _BYTE_POSITION.sub("", str(exc)).removeprefix("JSON is malformed: ")
-                raise InputError(
+                raise _input_error(
                     f"line {number} of the output of input command `{shown}` starts like JSON "
                     f"but is not valid JSON: {reason}"
                 ) from None
@@ -259,7 +262,9 @@ def select_items(document: Any, spec: ItemSpec) -> LoadedItems:
         kept = [value for value in values if expr.matches(value)]
         if values and not kept:
             warnings.append(
-                f"filter '{spec.filter}' removed all {len(values)} items; the job has 0 items"
+                unbroken(
+                    f"filter '{spec.filter}' removed all {len(values)} items; the job has 0 items"
+                )
             )
         values = kept
     if spec.sort_by is not None:
@@ -272,7 +277,7 @@ def select_items(document: Any, spec: ItemSpec) -> LoadedItems:
 
 def _select(document: Any, json_path: str | None, warnings: list[str]) -> list[Any]:
     if not isinstance(document, list | dict):
-        raise InputError(
+        raise _input_error(
             f"input is a single JSON {_kind(document)} ({_preview(document)}), not a list of "
             "items; give a JSON array, an object with map.json_path, or one item per line"
         )
@@ -281,7 +286,7 @@ def _select(document: Any, json_path: str | None, warnings: list[str]) -> list[A
             return document
         if not document:
             return []
-        raise InputError(
+        raise _input_error(
             "input is a JSON object; set map.json_path to select the items "
             f"(top-level keys: {_keys(document)})"
         )
@@ -296,13 +301,15 @@ def _select(document: Any, json_path: str | None, warnings: list[str]) -> list[A
     if found.parents:
         # The path exists and only its last wildcard or filter matched nothing: no typo there.
         if any(isinstance(parent, list | dict) and parent for parent in found.parents):
-            warnings.append(f"map.json_path '{json_path}' matched no items; the job has 0 items")
+            warnings.append(
+                unbroken(f"map.json_path '{json_path}' matched no items; the job has 0 items")
+            )
         return []
     if isinstance(document, dict):
         where = f"the input's top-level keys are: {_keys(document)}"
     else:
         where = f"the input is an array of {len(document)} values (paths into it start '$[')"
-    raise InputError(
+    raise _input_error(
         f"map.json_path '{json_path}' selected nothing from the input; {where}",
         hint="Check the path for a typo.",
     )
@@ -335,7 +342,7 @@ def _run_json_path(document: Any, json_path: str) -> _PathResult:
     from jsonpath.selectors import IndexSelector, NameSelector
 
     try:
-        path = jsonpath.compile(json_path)
+        path = compile_json_path(json_path)
         selected = path.findall(document)
         if selected or not isinstance(path, jsonpath.JSONPath) or not path.segments:
             return _PathResult(selected, _is_singular(path), [])
@@ -349,8 +356,25 @@ def _run_json_path(document: Any, json_path: str) -> _PathResult:
         )
         return _PathResult([], False, parent.findall(document))
     except jsonpath.JSONPathError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"map.json_path '{json_path}' is invalid: {reason}") from None
+        reason = json_path_reason(exc)
+        raise _input_error(f"map.json_path '{json_path}' is invalid: {reason}") from None
+
+
+def compile_json_path(text: str) -> jsonpath.JSONPath | jsonpath.CompoundJSONPath:
+    """jsonpath.compile, with every refusal a JSONPathError: python-jsonpath lets int()'s
+    ValueError (an index of 5000 digits) and OverflowError (`1e999` in a filter) escape."""
+    import jsonpath
+
+    try:
+        return jsonpath.compile(text)
+    except (ValueError, OverflowError):
+        raise jsonpath.JSONPathError("a number in it is too large") from None
+
+
+def json_path_reason(exc: jsonpath.JSONPathError) -> str:
+    """The first line of python-jsonpath's message (its str() adds a drawing of the path)."""
+    lines = str(exc.message or "").splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _is_singular(path: jsonpath.JSONPath | jsonpath.CompoundJSONPath) -> bool:
@@ -368,7 +392,7 @@ def parse_sort_by(text: str) -> tuple[SortKey, ...]:
         if len(words) == 2 and words[1].lower() in ("asc", "desc"):
             descending = words[1].lower() == "desc"
         elif len(words) != 1:
-            raise InputError(
+            raise _input_error(
                 f"map.sort_by '{text}' is invalid: '{part.strip()}' should be a field name "
                 "optionally followed by ASC or DESC, as in 'priority DESC, name'"
             )
@@ -430,11 +454,11 @@ def _window(
     values: list[Any], offset: int, max_items: int | None, warnings: list[str]
 ) -> list[Any]:
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise InputError(f"map.offset must be a whole number of 0 or more, not {offset!r}")
+        raise _input_error(f"map.offset must be a whole number of 0 or more, not {offset!r}")
     if max_items is not None and (
         isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 0
     ):
-        raise InputError(f"max_items must be a whole number of 0 or more, not {max_items!r}")
+        raise _input_error(f"max_items must be a whole number of 0 or more, not {max_items!r}")
     if offset:
         if values and offset >= len(values):
             warnings.append(f"offset {offset} skipped all {len(values)} items; the job has 0 items")
@@ -455,7 +479,7 @@ def _with_ids(values: list[Any], id_field: str | None) -> list[WorkItem]:
         item_id = _id_text(get(value), index, id_field)
         earlier = first_index.setdefault(item_id, index)
         if earlier != index:
-            raise InputError(
+            raise _input_error(
                 f"items {earlier} and {index} have the same id '{item_id}' "
                 f"(map.id_field '{id_field}'); item ids must be unique"
             )
@@ -465,20 +489,20 @@ def _with_ids(values: list[Any], id_field: str | None) -> list[WorkItem]:
 
 def _id_text(raw: Any, index: int, id_field: str) -> str:
     if raw is None:
-        raise InputError(
+        raise _input_error(
             f"item {index} has no value for map.id_field '{id_field}'; every item needs one"
         )
     if isinstance(raw, str):
         # Ids appear in branch names, file names and line-oriented logs.
         if not raw.strip() or not raw.isprintable():
-            raise InputError(
+            raise _input_error(
                 f"item {index} has id {_preview(raw)} (map.id_field '{id_field}'); an id must "
                 "be non-empty text without control characters"
             )
         return raw
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         return str(raw)
-    raise InputError(
+    raise _input_error(
         f"item {index} has id {_preview(raw)} (map.id_field '{id_field}'); an id must be a "
         "string or a number"
     )
@@ -487,17 +511,23 @@ def _id_text(raw: Any, index: int, id_field: str) -> str:
 # ---- shared details ----------------------------------------------------------------------------
 
 
+def _input_error(message: str, hint: str | None = None) -> InputError:
+    """An InputError on one line, whatever the input it quotes holds: a multi-line command
+    (`input: |`), a path, a key or a field with a line break in it."""
+    return InputError(unbroken(message), hint=hint)
+
+
 def _field_path(text: str, setting: str) -> FieldPath:
     try:
         return parse_field_path(text)
     except ValueError as exc:
-        raise InputError(f"map.{setting} '{text}' is not a field path: {exc}") from None
+        raise _input_error(f"map.{setting} '{text}' is not a field path: {exc}") from None
 
 
 def _require_objects(values: list[Any], use: str) -> None:
     for index, value in enumerate(values):
         if not isinstance(value, dict):
-            raise InputError(
+            raise _input_error(
                 f"item {index} is not an object ({_preview(value)}), so {use} cannot apply"
             )
 

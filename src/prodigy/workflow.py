@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import types
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -30,15 +31,17 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
-from ruamel.yaml.composer import ComposerError
-from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.composer import ComposerError, MaxDepthExceededError
+from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, RoundTripConstructor
+from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError
+from ruamel.yaml.reader import ReaderError
 
+from prodigy.display import unbroken
 from prodigy.durations import WORKFLOW_SYNTAX
 from prodigy.errors import InputError, UsageError, WorkflowError
 from prodigy.interpolate import referenced_names, split_name, to_text
 from prodigy.item_filter import FilterSyntaxError, compile_filter
-from prodigy.items import parse_sort_by
+from prodigy.items import compile_json_path, json_path_reason, parse_sort_by
 
 # Names the runner itself defines; a workflow may not reuse them for env keys or captures.
 ITEM_VARIABLES = frozenset({"item", "item_index", "item_id", "attempt"})
@@ -315,6 +318,8 @@ class _ProblemFound(Exception):
 
 
 _INTERNAL_KEYS = ("source_path", "source_hash")
+_MAX_DEPTH = 100  # levels of YAML nesting; a workflow needs a dozen
+_MAX_VALUES = 10_000  # mappings, lists and scalars; a workflow needs hundreds at most
 
 
 def load_workflow(path: Path) -> Workflow:
@@ -344,7 +349,8 @@ def _report(path: Path, problems: list[_Problem]) -> str:
     more = len(problems) - 1
     if more:
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return message
+    # Sentences quote the file's own text (a key, a ${...}), which may hold a line break.
+    return unbroken(message)
 
 
 def _load(data: bytes) -> tuple[list[_Problem], Workflow | None]:
@@ -370,7 +376,8 @@ def _load(data: bytes) -> tuple[list[_Problem], Workflow | None]:
         )
     for key in _INTERNAL_KEYS:
         if key in tree:
-            line, column = tree.lc.key(key)
+            spot = _spot(tree, key)
+            line, column = (spot[0], spot[1]) if spot else (0, 0)
             raise _ProblemFound(_Problem(line, column, _unknown_key(key, (), "the workflow")))
     try:
         workflow = Workflow.model_validate(_plain(tree, (0, 0)))
@@ -380,16 +387,52 @@ def _load(data: bytes) -> tuple[list[_Problem], Workflow | None]:
     return problems + _check_variables(tree, workflow), workflow
 
 
+class _Constructor(RoundTripConstructor):
+    """ruamel's round-trip constructor, except that a scalar it cannot convert (`2001-02-30`,
+    `!!int abc`, an integer of 5000 digits) is a ConstructorError at that scalar, reported at
+    its line like any YAML error, rather than a bare ValueError or KeyError."""
+
+    def construct_non_recursive_object(self, node: Any, tag: str | None = None) -> Any:
+        try:
+            return super().construct_non_recursive_object(node, tag)
+        except (ValueError, KeyError, OverflowError) as exc:
+            kind = str(tag or node.tag).rpartition(":")[2]
+            # int()'s refusal goes on to suggest sys.set_int_max_str_digits(): not for users.
+            reason = "" if isinstance(exc, KeyError) else f" ({str(exc).split(';')[0]})"
+            raise ConstructorError(
+                None,
+                None,
+                f"{_shown(node.value)} cannot be read as a YAML {kind}{reason}; quote it if it "
+                "is meant as text",
+                node.start_mark,
+            ) from None
+
+
 def _parse_yaml(text: str) -> Any:
     yaml = YAML(typ="rt")
+    yaml.Constructor = _Constructor
+    # Deeper YAML would run ruamel's composer into Python's recursion limit.
+    yaml.max_depth = _MAX_DEPTH
     try:
-        return yaml.load(text)
+        with warnings.catch_warnings():
+            # An anchor defined again is valid YAML (an alias takes the latest); ruamel's
+            # warning about it would print eight lines on stderr under a running command.
+            warnings.simplefilter("ignore", ReusedAnchorWarning)
+            return yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line, mark.column) if mark is not None else (0, 0)
         raise _ProblemFound(_Problem(line, column, _yaml_sentence(exc))) from None
+    except ReaderError as exc:
+        # A character YAML does not allow, such as NUL; ruamel words it on two lines.
+        position = min(max(exc.position, 0), len(text))
+        line = text.count("\n", 0, position)
+        column = position - (text.rfind("\n", 0, position) + 1)
+        character = f"U+{exc.character:04X}" if isinstance(exc.character, int) else "a character"
+        sentence = f"invalid YAML: {character} is not allowed in a YAML file ({exc.reason})"
+        raise _ProblemFound(_Problem(line, column, sentence)) from None
     except YAMLError as exc:
-        raise _ProblemFound(_Problem(0, 0, f"invalid YAML: {exc}")) from None
+        raise _ProblemFound(_Problem(0, 0, f"invalid YAML: {unbroken(str(exc))}")) from None
 
 
 def _yaml_sentence(exc: MarkedYAMLError) -> str:
@@ -400,25 +443,47 @@ def _yaml_sentence(exc: MarkedYAMLError) -> str:
         name = f"'{key.group(1)}'" if key else "key"
         where = f" (in the mapping starting at line {first.line + 1})" if first else ""
         return f"duplicate key {name}{where}; each key may appear only once"
-    if isinstance(exc, ComposerError):
+    if isinstance(exc, MaxDepthExceededError):
+        return f"the YAML is nested more than {_MAX_DEPTH} levels deep"
+    if isinstance(exc, ComposerError) and "single document" in (exc.context or ""):
         return "the workflow file must hold a single YAML document, but found another one"
     context = f" ({exc.context.strip()})" if exc.context else ""
     return f"invalid YAML: {problem}{context}"
 
 
-def _plain(node: Any, position: tuple[int, int]) -> Any:
-    """ruamel's round-trip nodes as plain Python data, so pydantic sees only builtin types."""
+def _spot(node: CommentedMap | CommentedSeq, key: Any) -> Any:
+    """ruamel's position of `key` in `node`: (line, column, value line, value column) in a
+    mapping, (line, column) in a list; None for what it has none for (keys merged in with
+    `<<`, the contents of a tagged collection such as `!!omap`, whose `lc.data` is None)."""
+    return (node.lc.data or {}).get(key)
+
+
+def _plain(node: Any, position: tuple[int, int], seen: list[int] | None = None) -> Any:
+    """ruamel's round-trip nodes as plain Python data, so pydantic sees only builtin types.
+
+    `seen` counts the values so far: aliases of aliases repeat a value exponentially (ten
+    lines of YAML can stand for a billion values), so past _MAX_VALUES the file is refused."""
+    seen = seen if seen is not None else [0]
+    seen[0] += 1
+    if seen[0] > _MAX_VALUES:
+        raise _ProblemFound(
+            _Problem(
+                *position,
+                f"the workflow holds more than {_MAX_VALUES} values once its YAML aliases "
+                "are expanded",
+            )
+        )
     if isinstance(node, CommentedMap):
         result: dict[Any, Any] = {}
         for key, value in node.items():
-            spot = node.lc.data.get(key)
-            result[key] = _plain(value, (spot[2], spot[3]) if spot else position)
+            spot = _spot(node, key)
+            result[key] = _plain(value, (spot[2], spot[3]) if spot else position, seen)
         return result
     if isinstance(node, CommentedSeq):
         items: list[Any] = []
         for i, value in enumerate(node):
-            spot = node.lc.data.get(i)
-            items.append(_plain(value, (spot[0], spot[1]) if spot else position))
+            spot = _spot(node, i)
+            items.append(_plain(value, (spot[0], spot[1]) if spot else position, seen))
         return items
     if isinstance(node, TaggedScalar):
         raise _ProblemFound(
@@ -465,8 +530,8 @@ def _locate(tree: CommentedMap, loc: Sequence[str | int], *, at_key: bool = Fals
         last = i == len(loc) - 1
         if present and isinstance(node, CommentedMap) and isinstance(part, int):
             commands = node.get("commands")
-            if isinstance(commands, CommentedSeq):
-                spot = node.lc.data["commands"]
+            spot = _spot(node, "commands")
+            if isinstance(commands, CommentedSeq) and spot is not None:
                 line, column, path, node = spot[2], spot[3], _join(path, "commands"), commands
         if present and isinstance(node, CommentedSeq) and isinstance(part, str):
             continue  # a plain list standing for {commands: [...]}
@@ -475,7 +540,7 @@ def _locate(tree: CommentedMap, loc: Sequence[str | int], *, at_key: bool = Fals
         path = _join(path, part)
         if not present:
             continue
-        spot = node.lc.data.get(part) if isinstance(node, CommentedMap | CommentedSeq) else None
+        spot = _spot(node, part) if isinstance(node, CommentedMap | CommentedSeq) else None
         if spot is None:
             present = False
         elif isinstance(node, CommentedSeq):
@@ -589,10 +654,10 @@ def _check_json_path(tree: CommentedMap, workflow: Workflow) -> list[_Problem]:
     if expression is None:
         return []
     try:
-        jsonpath.compile(expression)
+        compile_json_path(expression)
     except jsonpath.JSONPathError as exc:
         spot = _locate(tree, ("map", "json_path"))
-        detail = str(getattr(exc, "message", "") or exc).splitlines()[0]
+        detail = json_path_reason(exc)
         token = getattr(exc, "token", None)
         index = getattr(token, "index", -1)
         at = f" at character {index + 1}" if isinstance(index, int) and index >= 0 else ""

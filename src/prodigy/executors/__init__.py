@@ -68,7 +68,8 @@ def parse_executor(text: str) -> ExecutorChoice:
     if text == "local":
         return LOCAL
     scheme, _, address = text.partition("://")
-    if scheme == "dask" and _HOST_PORT.fullmatch(address):
+    port = address.rpartition(":")[2]
+    if scheme == "dask" and _HOST_PORT.fullmatch(address) and int(port) <= 65535:
         return ExecutorChoice("dask", f"tcp://{address}")
     raise UsageError(
         f"--executor {text!r} is not an executor prodigy knows; use local or dask://HOST:PORT."
@@ -109,4 +110,4 @@ def open_executor(choice: ExecutorChoice = LOCAL) -> Executor:
     return LocalExecutor()
 
 
-_HOST_PORT = re.compile(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}")
+_HOST_PORT = re.compile(r"[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}")

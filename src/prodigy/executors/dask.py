@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from prodigy.agent import AfterStep, AgentSpec, SequenceResult
-from prodigy.errors import ProdigyError
+from prodigy.errors import ProdigyError, UsageError
 from prodigy.events import now_iso
 from prodigy.executors.local import LocalExecutor
 from prodigy.items import WorkItem
@@ -66,6 +66,12 @@ def probe(address: str) -> None:
             pass
     except OSError as exc:
         raise unreachable(address, timeout, exc.strerror or exc) from None
+    except UnicodeError:
+        # A host name IDNA cannot encode (`..`, a label of 64 characters or more).
+        raise UsageError(
+            f"The Dask scheduler address {address.removeprefix('tcp://')} has no valid host "
+            "name; check --executor or the workflow's executor.dask."
+        ) from None
 
 
 class DaskExecutor:
