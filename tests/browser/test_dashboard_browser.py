@@ -62,8 +62,13 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def text_of(driver: Any, element_id: str) -> str:
-    text: str = driver.find_element("id", element_id).text
-    return text
+    """The element's text, read in one script call: the live page swaps sections as updates
+    arrive, so an element found first and read after may be gone (a stale reference)."""
+    text: str = driver.execute_script(
+        "const e = document.getElementById(arguments[0]); return e ? e.innerText : '';",
+        element_id,
+    )
+    return text.strip()
 
 
 def wait_until(driver: Any, condition: Any, what: str) -> None:
