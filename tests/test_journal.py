@@ -126,3 +126,28 @@ def test_lines_without_a_checksum_are_still_read(tmp_path: Path) -> None:
     plain = [line.split(b',"crc"')[0] + b"}\n" for line in map(encode_record, records(3))]
     path.write_bytes(b"".join(plain))
     assert read_journal(path).records == records(3)
+
+
+def test_a_write_the_disk_cuts_short_is_cut_off_before_the_next_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os as real_os
+
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    journal.append_now(records(1)[:1])
+    write = real_os.write
+
+    def half_then_full(fd: int, data: bytes | memoryview) -> int:
+        monkeypatch.setattr(real_os, "write", write)  # the disk fills after half of it
+        written = write(fd, bytes(data)[: len(data) // 2])
+        raise OSError(28, f"No space left on device after {written} bytes")
+
+    monkeypatch.setattr(real_os, "write", half_then_full)
+    with pytest.raises(OSError):
+        journal.append_now(records(3)[1:])
+    journal.append_now(records(3)[1:])  # space again: the record lands whole
+    journal.close()
+    contents = read_journal(path)
+    assert not contents.torn_tail
+    assert contents.records == [records(1)[0], *records(3)[1:]]

@@ -4,6 +4,7 @@ each. Real journal and events files in a temporary directory."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import signal
@@ -267,3 +268,41 @@ def test_an_attempt_killed_by_the_runs_own_signal_is_not_a_failure(tmp_path: Pat
     asyncio.run(schedule(world, run_attempt, max_parallel=1))
     assert world.recorded() == []
     assert counts(world.state).pending == 2 and world.state.attempts == [0, 0]
+
+
+def test_a_record_that_cannot_be_written_stops_the_run_and_is_never_lost(
+    tmp_path: Path,
+) -> None:
+    world = make_world(tmp_path, 3)
+    unhandled: list[str] = []
+
+    async def full_disk(record: AttemptEnded) -> None:
+        # Item 0's write fails first and stops the run; item 1's fails while the run is still
+        # waiting for item 2's agent to die, after item 1's own awaiter was cancelled.
+        await asyncio.sleep(0.01 if record.index == 0 else 0.05)
+        raise OSError(28, "No space left on device")
+
+    world.journal.append = full_disk  # type: ignore[assignment,method-assign]
+
+    async def run_attempt(item: WorkItem, attempt: int) -> Attempt:
+        if item.index == 2:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.2)  # a process group that takes a while to die
+                raise
+        await asyncio.sleep(0.001 * item.index)
+        return result(attempt, True)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: unhandled.append(context["message"]))
+        await schedule(world, run_attempt, max_parallel=3)
+        gc.collect()
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    gc.collect()
+    assert isinstance(world.interrupts.fatal, OSError)
+    assert unhandled == [], "every failed record reached the run, none was left unretrieved"
+    assert counts(world.state).succeeded == 0

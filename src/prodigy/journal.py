@@ -8,6 +8,7 @@ stays O(1) whatever the job size. A crash can only tear the last line, which rep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import zlib
@@ -131,11 +132,19 @@ class Journal:
                     done.set_result(None)
 
     def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fdatasync(self._fd)
+        # Where this write starts: a write the disk cuts short (ENOSPC, EIO) is cut off again
+        # here, so a later append can never weld onto half a line in the middle of the file.
+        start = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fdatasync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            raise
 
     async def aclose(self) -> None:
         if self._flusher is not None:

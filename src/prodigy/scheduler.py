@@ -174,8 +174,15 @@ class MapScheduler:
         to its end even if an interrupt arrives meanwhile (shielded, and awaited by `run`)."""
         task = asyncio.ensure_future(self._merge_and_record(index, result, queued))
         self._records.add(task)
-        task.add_done_callback(self._records.discard)
+        task.add_done_callback(self._recorded)
         return await asyncio.shield(task)
+
+    def _recorded(self, task: asyncio.Task[Outcome | None]) -> None:
+        self._records.discard(task)
+        # Its awaiter may have been cancelled meanwhile: a failure (a full disk) must still
+        # stop the run, and never end as an unretrieved task exception.
+        if not task.cancelled() and task.exception() is not None:
+            self.interrupts.fail(task.exception() or RuntimeError())
 
     async def _merge_and_record(self, index: int, result: Attempt, queued: bool) -> Outcome | None:
         if result.ok and result.branch is not None and self.integrate is not None:
