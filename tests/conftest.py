@@ -106,21 +106,26 @@ def line_count(path: Path) -> int:
         return 0
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[Env]:
-    home = tmp_path / "home"
-    repo = tmp_path / "repo"
-    repo.mkdir()
+def make_world(root: Path) -> Env:
+    """A PRODIGY_HOME and a fresh git repository (no commit) under `root`."""
+    home, repo = root / "home", root / "repo"
+    repo.mkdir(parents=True)
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     env = {
         **os.environ,
         "PRODIGY_HOME": str(home),
         "PRODIGY_CLAUDE_BIN": str(FAKE_CLAUDE),
-        "PRODIGY_INTERRUPT_GRACE": "5",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("PRODIGY_ITEM", None)
-    yield Env(home=home, repo=repo, env=env)
+    return Env(home=home, repo=repo, env=env)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[Env]:
+    made = make_world(tmp_path)
+    made.env["PRODIGY_INTERRUPT_GRACE"] = "5"
+    yield made
 
 
 # ---- shared by the kill/resume tests: held agents, logs, the one job of a test ----------

@@ -4,15 +4,13 @@ timing-out and field-missing items; counts are checked against the events log an
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from conftest import FAKE_CLAUDE, Env, job_id_of
+from conftest import Env, job_id_of, make_world
 
 # item_2 (n=3) exits 7 twice; item_4 (n=5) times out twice; item_5 has no `name` field, which
 # the second step uses: it fails once and needs manual review. Every attempt logs to ran.log.
@@ -36,20 +34,6 @@ error_policy:
 """
 ITEMS = [{"n": n, "name": f"file{n}"} for n in range(1, 6)] + [{"n": 6}]
 DLQ_IDS = {"item_2", "item_4", "item_5"}
-
-
-def make_world(root: Path) -> Env:
-    home, repo = root / "home", root / "repo"
-    repo.mkdir(parents=True)
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    env = {
-        **os.environ,
-        "PRODIGY_HOME": str(home),
-        "PRODIGY_CLAUDE_BIN": str(FAKE_CLAUDE),
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("PRODIGY_ITEM", None)
-    return Env(home=home, repo=repo, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ dashboard's refusals (a port in use, an unknown job) and its promise to leave th
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from conftest import FAKE_CLAUDE, Env, job_id_of, wait_for
+from conftest import Env, job_id_of, make_world, wait_for
 from held_job import HeldJob, start_dashboard, stop_dashboard
 from prodigy.report import ProgressReport
 
@@ -36,20 +35,6 @@ error_policy:
   retry_config: {max_attempts: 2, initial_delay: 0}
 """
 ITEMS = [{"n": 1, "flag": "x"}, {"n": 2, "flag": "FAIL_CLAUDE"}, {"n": 3, "flag": "x"}]
-
-
-def make_world(root: Path) -> Env:
-    home, repo = root / "home", root / "repo"
-    repo.mkdir(parents=True)
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    env = {
-        **os.environ,
-        "PRODIGY_HOME": str(home),
-        "PRODIGY_CLAUDE_BIN": str(FAKE_CLAUDE),
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("PRODIGY_ITEM", None)
-    return Env(home=home, repo=repo, env=env)
 
 
 @pytest.fixture(scope="module")
