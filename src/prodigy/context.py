@@ -24,6 +24,11 @@ from prodigy.workflow import Workflow
 from prodigy.workspace import Workspace
 
 
+def base_environment(workflow: Workflow) -> dict[str, str]:
+    """What every step's environment starts from: prodigy's own plus the workflow's."""
+    return {**os.environ, **workflow.env}
+
+
 @dataclass
 class RunOptions:
     max_parallel: int
@@ -51,12 +56,8 @@ class RunContext:
     workspace: Workspace
     items: ItemsFile | None = field(default=None)
 
-    def base_env(self) -> dict[str, str]:
-        """What every step's environment starts from: prodigy's own plus the workflow's."""
-        return {**os.environ, **self.workflow.env}
-
     def phase_env(self) -> dict[str, str]:
-        return {**self.base_env(), "PRODIGY_JOB_ID": self.meta.job_id}
+        return {**base_environment(self.workflow), "PRODIGY_JOB_ID": self.meta.job_id}
 
     def variables(self) -> dict[str, Any]:
         return {**self.workflow.env, **self.state.captures(), "job_id": self.meta.job_id}

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from prodigy import endings
 from prodigy.agent import AgentSpec
 from prodigy.checkpoint import CheckpointPacer, CheckpointWriter, JobInfo
-from prodigy.context import RunContext, RunOptions
+from prodigy.context import RunContext, RunOptions, base_environment
 from prodigy.events import CheckpointCreated, EventLog
 from prodigy.executors import Executor, open_executor
 from prodigy.final_merge import merge_into_base
@@ -23,7 +23,6 @@ from prodigy.job import JobMetadata
 from prodigy.journal import Journal
 from prodigy.phases import (
     attempt_runner,
-    base_environment,
     conflict_steps,
     freeze_items,
     item_spec,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,10 +53,6 @@ def item_spec(workflow: Workflow, max_items: int | None = None) -> ItemSpec:
         max_items=limit,
         id_field=m.id_field,
     )
-
-
-def base_environment(workflow: Workflow) -> dict[str, str]:
-    return {**os.environ, **workflow.env}
 
 
 async def _run_phase_steps(
