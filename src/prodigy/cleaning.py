@@ -6,7 +6,10 @@ rules; what may go inside git is `job_worktrees`'.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from prodigy.display import plural
+from prodigy.durations import format_duration
 from prodigy.errors import JobLocked, JobNotFound, ProdigyError
 from prodigy.lock import JobLock, LockHolder, is_locked
 from prodigy.store import JobDir
@@ -40,6 +43,28 @@ def clean_refusal(s: JobSummary, force: bool) -> ProdigyError | None:
         "work.",
         hint=hint,
     )
+
+
+def clean_summary(
+    done: str,
+    kept: int,
+    older_than: timedelta,
+    skipped: int,
+    force: bool,
+    forced_only: str,
+    dry_run: bool,
+    dry_nothing: str,
+) -> str:
+    """The last line of an `--all --older-than` clean: what went, what was kept or skipped
+    and why (`forced_only`: what needs --force), and whether this was only a dry run."""
+    summary = done
+    if kept:
+        summary += f"; kept {kept} updated within the last {format_duration(older_than)}"
+    if skipped:
+        summary += f"; skipped {skipped}"
+        if not force:
+            summary += f" ({forced_only} only with --force; running ones never)"
+    return summary + (f"; nothing was {dry_nothing} (dry run)." if dry_run else ".")
 
 
 def lock_for_clean(job: JobDir, purpose: str = "clean") -> JobLock:

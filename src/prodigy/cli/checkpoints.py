@@ -17,7 +17,7 @@ import click
 import msgspec
 
 from prodigy.checkpoint import decode_checkpoint_head, encode_checkpoint
-from prodigy.cleaning import clean_refusal, lock_for_clean
+from prodigy.cleaning import clean_refusal, clean_summary, lock_for_clean
 from prodigy.cli.output import say, say_no_jobs, table, warn
 from prodigy.cli.params import DurationParam
 from prodigy.display import byte_size, plural
@@ -301,15 +301,9 @@ def _clean_all(older_than: timedelta, force: bool, dry_run: bool) -> int:
         say(f"{verb} {line}")
     if not dry_run:
         _sweep_trash(jobs_root(repo.name))
-    summary = f"{verb} {plural(deleted, 'job')} ({byte_size(total_size)})"
-    if kept:
-        summary += f"; kept {kept} updated within the last {format_duration(older_than)}"
-    if skipped:
-        summary += f"; skipped {skipped}"
-        if not force:
-            summary += " (unfinished ones are deleted only with --force; running ones never)"
-    summary += "; nothing was deleted (dry run)." if dry_run else "."
-    say(summary)
+    done = f"{verb} {plural(deleted, 'job')} ({byte_size(total_size)})"
+    forced_only = "unfinished ones are deleted"
+    say(clean_summary(done, kept, older_than, skipped, force, forced_only, dry_run, "deleted"))
     return 0
 
 

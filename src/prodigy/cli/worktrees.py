@@ -13,11 +13,10 @@ from pathlib import Path
 
 import click
 
-from prodigy.cleaning import clean_refusal, lock_for_clean
+from prodigy.cleaning import clean_refusal, clean_summary, lock_for_clean
 from prodigy.cli.output import say, say_no_jobs, table, warn
 from prodigy.cli.params import DurationParam
 from prodigy.display import byte_size, plural
-from prodigy.durations import format_duration
 from prodigy.errors import JobNotFound, ProdigyError, UsageError
 from prodigy.events import EventLog
 from prodigy.final_merge import MergeResult, ask_on_terminal, merge_job_branch
@@ -226,18 +225,9 @@ def _clean_all(older_than: timedelta, force: bool, dry_run: bool) -> int:
             say(line)
         say(f"{verb} {describe_removal(found)} of job {job.job_id}")
         tally.add(found)
-    summary = f"{verb} {tally.describe()} of {plural(tally.jobs, 'job')}"
-    if kept:
-        summary += f"; kept {kept} updated within the last {format_duration(older_than)}"
-    if skipped:
-        summary += f"; skipped {skipped}"
-        if not force:
-            summary += (
-                " (unfinished ones and work merged nowhere else go only with --force; running "
-                "ones never)"
-            )
-    summary += "; nothing was removed (dry run)." if dry_run else "."
-    say(summary)
+    done = f"{verb} {tally.describe()} of {plural(tally.jobs, 'job')}"
+    forced_only = "unfinished ones and work merged nowhere else go"
+    say(clean_summary(done, kept, older_than, skipped, force, forced_only, dry_run, "removed"))
     return 0
 
 
