@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from prodigy.checkpoint import (
     checkpoint_document,
     encode_checkpoint,
     read_checkpoint,
+    snapshot,
 )
 from prodigy.errors import StateError
 from prodigy.state import (
@@ -187,3 +189,14 @@ def test_a_background_write_that_fails_is_reported_not_lost(tmp_path: Path) -> N
     assert "Cannot write checkpoint v1" in message and str(job.path) in message
     with pytest.raises(StateError):
         writer.write_now(state)
+
+
+def test_a_snapshot_copies_every_field_of_the_state() -> None:
+    # A field added to JobState and forgotten here would silently vanish from checkpoints.
+    state = replay(
+        [SetupCompleted(outputs={"k": "v"}), ItemsFrozen(count=2, max_attempts=2), ended(0, True)]
+    )
+    copy = snapshot(state)
+    for f in dataclasses.fields(JobState):
+        assert getattr(copy, f.name) == getattr(state, f.name), f.name
+    assert copy.status is not state.status and copy.merging is not state.merging

@@ -95,6 +95,7 @@ def snapshot(state: JobState) -> JobState:
         attempts=list(state.attempts),
         limits=list(state.limits),
         results=dict(state.results),
+        merging=dict(state.merging),
         history={i: list(h) for i, h in state.history.items()},
         reduce_done=state.reduce_done,
         reduce_outputs=dict(state.reduce_outputs),
