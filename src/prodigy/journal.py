@@ -170,14 +170,22 @@ def read_journal(path: Path) -> JournalContents:
 
 
 def replay_journal(path: Path, upto_version: int | None = None, compact: bool = False) -> JobState:
-    """The state the journal records, read as a stream (a rollback reads its prefix again)."""
+    """The state the journal records (at `upto_version`), read as a stream; a rollback reads
+    its prefix again. `journal_bytes` says how much of the file the state holds."""
     scan = JournalScan(path)
+    read_all = False
+
+    def records() -> Iterator[Record]:
+        nonlocal read_all
+        yield from scan
+        read_all = True
 
     def prefix(count: int) -> Iterator[Record]:
         return itertools.islice(JournalScan(path), count)
 
-    state = fold(scan, prefix, upto_version, compact)
-    state.journal_bytes = scan.valid_bytes if upto_version is None else 0
+    state = fold(records(), prefix, upto_version, compact)
+    # Stopped early at a version: the state holds the records before the one it stopped at.
+    state.journal_bytes = scan.valid_bytes if read_all else scan.record_start
     return state
 
 

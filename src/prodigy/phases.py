@@ -21,7 +21,7 @@ from prodigy.context import RunContext
 from prodigy.display import plural
 from prodigy.errors import ProdigyError
 from prodigy.events import ReduceCompleted, ReduceStarted, SetupStarted
-from prodigy.items import ItemSpec, WorkItem, load_items
+from prodigy.items import ItemSpec, WorkItem, load_items, stream_items
 from prodigy.job import ItemsFile, write_items
 from prodigy.journal import JournalScan, read_record_at
 from prodigy.scheduler import RunAttempt
@@ -112,26 +112,29 @@ async def run_setup(run: RunContext) -> str | None:
 
 async def freeze_items(run: RunContext) -> str | None:
     """Load the items (after setup, which may have made the input) and freeze them."""
-    items = run.options.preloaded_items
-    if items is None:
-        try:
-            loaded = await asyncio.to_thread(
-                load_items,
-                item_spec(run.workflow, run.options.max_items),
-                run.workspace.root,
-                run.phase_env(),
-            )
-        except ProdigyError as exc:
-            return str(exc)
-        for warning in loaded.warnings:
-            run.reporter.warn(f"warning: {warning}")
-        items = loaded.items
-    write_items(run.job, items)
+    try:
+        count, warnings = await asyncio.to_thread(_freeze, run)
+    except ProdigyError as exc:
+        return str(exc)
+    for warning in warnings:
+        run.reporter.warn(f"warning: {warning}")
     limit = run.workflow.error_policy.retry_config.max_attempts
-    await run.recorder.record(ItemsFrozen(count=len(items), max_attempts=limit))
+    await run.recorder.record(ItemsFrozen(count=count, max_attempts=limit))
     run.open_items()
     run.save_checkpoint()
     return None
+
+
+def _freeze(run: RunContext) -> tuple[int, list[str]]:
+    """Write the items file: streamed from a plain input file, else selected in memory."""
+    if run.options.preloaded_items is not None:
+        return write_items(run.job, run.options.preloaded_items), []
+    spec = item_spec(run.workflow, run.options.max_items)
+    streamed = stream_items(spec, run.workspace.root)
+    if streamed is not None:
+        return write_items(run.job, streamed.items), streamed.warnings
+    loaded = load_items(spec, run.workspace.root, run.phase_env())
+    return write_items(run.job, loaded.items), loaded.warnings
 
 
 async def run_reduce(run: RunContext) -> str | None:
