@@ -7,16 +7,27 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from prodigy.checkpoint import CheckpointDocument, JobInfo, checkpoint_document
 from prodigy.errors import StateError
 from prodigy.job import (
     JobMetadata,
     MetadataDocument,
+    load_run_state,
     metadata_document,
     read_job_metadata,
     read_stored_metadata,
     stored_metadata,
 )
-from prodigy.state import Attempt, AttemptEnded, ItemsFrozen, SetupCompleted, replay
+from prodigy.journal import Journal, replay_journal
+from prodigy.state import (
+    Attempt,
+    AttemptEnded,
+    ItemsFrozen,
+    Record,
+    RolledBack,
+    SetupCompleted,
+    replay,
+)
 from prodigy.store import JobDir
 
 META = JobMetadata(
@@ -101,3 +112,65 @@ def test_metadata_is_a_typed_document_with_the_one_meaning_of_failed(tmp_path: P
     c = document.counts
     assert (c.failed, c.retriable, c.dead_lettered, c.pending, c.remaining) == (2, 1, 1, 1, 2)
     assert (document.job_id, document.pid, document.phase) == (META.job_id, 7, "map")
+
+
+# ---- the state a run starts from: newest checkpoint + the journal after it -------------------
+
+
+def _journaled(tmp_path: Path, records: list[Record]) -> JobDir:
+    job = _job(tmp_path)
+    journal = Journal(job.journal)
+    journal.append_now(records)
+    journal.close()
+    return job
+
+
+def _checkpoint_at(job: JobDir, records: list[Record], cut: int) -> CheckpointDocument:
+    """The checkpoint a run would have written after `records[:cut]`."""
+    state = replay_journal(job.journal, compact=True)
+    prefix = state if cut == len(records) else None
+    if prefix is None:
+        scratch = JobDir(job.path.with_name("scratch"))
+        scratch.path.mkdir()
+        part = Journal(scratch.journal)
+        part.append_now(records[:cut])
+        part.close()
+        prefix = replay_journal(scratch.journal, compact=True)
+    info = JobInfo(META.job_id, "/w.yaml", "abc", {}, "/work", 1, "t")
+    return checkpoint_document(prefix, info, "item_{}".format)
+
+
+RUN: list[Record] = [
+    SetupCompleted(outputs={}),
+    ItemsFrozen(count=4, max_attempts=2),
+    AttemptEnded(0, "succeeded", _attempt(True)),
+    AttemptEnded(1, "retry", _attempt(False)),
+    AttemptEnded(2, "succeeded", _attempt(True)),
+]
+
+
+def test_a_run_starts_from_the_checkpoint_plus_the_records_after_it(tmp_path: Path) -> None:
+    job = _journaled(tmp_path, RUN)
+    checkpoint = _checkpoint_at(job, RUN, 3)
+    assert 0 < checkpoint.journal.bytes < job.journal.stat().st_size
+    state = load_run_state(job, checkpoint)
+    assert state == replay_journal(job.journal, compact=True)
+    assert state.journal_bytes == job.journal.stat().st_size
+    assert state.results.keys() == {1}, "a run keeps only failed items' results"
+
+
+def test_a_rollback_after_the_checkpoint_replays_the_whole_journal(tmp_path: Path) -> None:
+    records = [*RUN, RolledBack(to_version=1)]
+    job = _journaled(tmp_path, records)
+    state = load_run_state(job, _checkpoint_at(job, records, 4))
+    assert state == replay_journal(job.journal, compact=True)
+    assert bytes(state.status) == bytes([2, 0, 0, 0]) and state.version == 4
+
+
+def test_a_checkpoint_ahead_of_its_journal_is_refused(tmp_path: Path) -> None:
+    job = _journaled(tmp_path, RUN)
+    checkpoint = _checkpoint_at(job, RUN, len(RUN))
+    with job.journal.open("r+b") as journal:
+        journal.truncate(checkpoint.journal.bytes - 10)
+    with pytest.raises(StateError, match="ahead of its journal"):
+        load_run_state(job, checkpoint)
