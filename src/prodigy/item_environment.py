@@ -67,7 +67,8 @@ def prodigy_variables(
         "PRODIGY_ITEM": msgspec.json.encode(data).decode(),
         **fields,
     }
-    check_passable(variables, _origin(data))
+    # Fields first: "item field 'body' is too large" says more than "the item is too large".
+    check_passable({**fields, **variables}, _origin(data))
     return variables
 
 
