@@ -188,7 +188,7 @@ def test_parse_reference_forms() -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("sh:", r"\$\{sh:\} names no variable; write the name after 'sh:', as in \$\{sh:item"),
+        ("sh:", r"\$\{sh:\} names no variable \(write one after 'sh:', as in \$\{sh:item"),
         ("env:X", r"\$\{env:X\} is not a valid variable reference \(the only prefixed form is"),
         ("HOME:-/tmp", r"\$\{HOME:-/tmp\} is not a valid variable reference"),
         (":x", r"\$\{:x\} is not a valid variable reference"),

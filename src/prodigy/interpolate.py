@@ -64,8 +64,8 @@ def parse_reference(name: str) -> Reference:
         )
     if not rest:
         raise ValueError(
-            f"${{{shown}}} names no variable; write the name after '{prefix}:', "
-            f"as in ${{{prefix}:item.path}}"
+            f"${{{shown}}} names no variable (write one after '{prefix}:', "
+            f"as in ${{{prefix}:item.path}})"
         )
     root, path = split_name(rest)
     return Reference(prefix, root, path)
