@@ -414,8 +414,7 @@ def test_shell_quoted_form_is_checked_as_its_name(tmp_path: Path) -> None:
     load(tmp_path, text)
     text = MINIMAL + "reduce:\n  - shell: echo ${sh:item.path}\n"
     assert error(tmp_path, text) == (
-        "wf.yaml:8:12: reduce step uses ${sh:item.path}, but item variables exist only in map "
-        "steps"
+        "wf.yaml:8:12: reduce step uses ${sh:item.path}, but item variables exist only in map steps"
     )
     message = error(tmp_path, MINIMAL + "reduce:\n  - shell: echo ${sh:nope_var}\n")
     assert message.startswith("wf.yaml:8:12: ${sh:nope_var} is not a workflow variable")

@@ -23,7 +23,7 @@ LONG = "long 'value' $(touch pwned) " * 3900
 def hostile(pwned: Path) -> list[str]:
     return [
         "'; touch pwned; '",
-        "\"; touch pwned; \"",
+        '"; touch pwned; "',
         "$(touch pwned)",
         "`touch pwned`",
         f"$(touch {pwned})",
