@@ -134,12 +134,16 @@ def test_values_no_command_can_hold_fail_their_item_with_one_sentence(world: Env
           input: items.json
           agent_template:
             - shell: echo "$PRODIGY_ITEM_X" >> ran.log
+        error_policy:
+          retry_config: {max_attempts: 3, initial_delay: 10ms}
         """,
     )
     assert result.returncode == 3, result.stderr
     job = job_id_of(result.stdout)
     assert sorted((world.repo / "ran.log").read_text().splitlines()) == ["fine", "ok"]
     dlq = json.loads(world.run("dlq", "list", job, "--json").stdout)
+    # The item's data is at fault: no retry, and marked for manual review at once.
+    assert [(entry["attempts"], entry["manual_review"]) for entry in dlq] == [(1, True)] * 2
     errors = {entry["item_id"]: (entry["error_kind"], entry["last_error"]) for entry in dlq}
     assert errors == {
         "item_1": (
