@@ -183,6 +183,9 @@ def test_parse_reference_forms() -> None:
     assert parse_reference("item.path") == Reference(None, "item", ("path",))
     assert parse_reference("sh:item.list[0]") == Reference("sh", "item", ("list", 0))
     assert parse_reference("sh:HOME") == Reference("sh", "HOME", ())
+    # A colon inside a field name is the field's (`ns:key`), in either form.
+    assert parse_reference("item.ns:key") == Reference(None, "item", ("ns:key",))
+    assert parse_reference("sh:item.ns:key") == Reference("sh", "item", ("ns:key",))
 
 
 @pytest.mark.parametrize(

@@ -26,11 +26,11 @@ _ROOT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SEGMENT = re.compile(r"\.([^.\[\]{}\s]+)|\[(\d+)\]")
 
 PathSegment = str | int
-# `${sh:name}`: the value as one shell word. A form is a lowercase word and a colon before the
-# name; a name never contains a colon, so `${HOME:-x}` (bash's default syntax) is refused, not
-# taken for a form.
+# `${sh:name}`: the value as one shell word. A word and a colon at the start is a form, known or
+# not, so `${HOME:-x}` (bash's default syntax) is refused; a colon after a dot is part of a
+# field's name (`${item.ns:key}`).
 FORMS: dict[str, Callable[[str], str]] = {"sh": shlex.quote}
-_FORM = re.compile(r"([^:]*):")
+_FORM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|):")
 # Far past any list's length, and well under int()'s limit on the digits of a string.
 _MAX_INDEX_DIGITS = 100
 
