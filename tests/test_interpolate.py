@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from prodigy.errors import MissingVariable
-from prodigy.interpolate import referenced_names, render, split_name, to_text
+from prodigy.errors import MissingVariable, UnusableValue
+from prodigy.interpolate import (
+    Reference,
+    parse_reference,
+    referenced_names,
+    render,
+    split_name,
+    to_text,
+)
 
 ITEM = {"path": "src/a.py", "size": 120, "meta": {"owner": "ann"}, "list": ["x", "y"]}
 
@@ -166,3 +174,80 @@ def test_referenced_names_finds_every_reference(parts: list[tuple[str, str]]) ->
     for _, name in parts:
         root, _ = split_name(name)
         assert name.startswith(root)
+
+
+# ---- ${sh:name}: the value as one shell word ------------------------------------------------
+
+
+def test_parse_reference_forms() -> None:
+    assert parse_reference("item.path") == Reference(None, "item", ("path",))
+    assert parse_reference("sh:item.list[0]") == Reference("sh", "item", ("list", 0))
+    assert parse_reference("sh:HOME") == Reference("sh", "HOME", ())
+    # A colon inside a field name is the field's (`ns:key`), in either form.
+    assert parse_reference("item.ns:key") == Reference(None, "item", ("ns:key",))
+    assert parse_reference("sh:item.ns:key") == Reference("sh", "item", ("ns:key",))
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("sh:", r"\$\{sh:\} names no variable \(write one after 'sh:', as in \$\{sh:item"),
+        ("env:X", r"\$\{env:X\} is not a valid variable reference \(the only prefixed form is"),
+        ("HOME:-/tmp", r"\$\{HOME:-/tmp\} is not a valid variable reference"),
+        (":x", r"\$\{:x\} is not a valid variable reference"),
+        ("sh:item.", r"\$\{item\.\} is not a valid variable reference"),
+        ("sh:sh:x", r"\$\{sh:x\} is not a valid variable reference"),
+    ],
+)
+def test_parse_reference_refuses(name: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_reference(name)
+
+
+def test_render_sh_quotes_the_value() -> None:
+    variables = {"item": {"path": "it's a file.txt", "n": 3, "list": ["a b"]}, "x": ""}
+    assert render("cat ${sh:item.path}", variables) == "cat 'it'\"'\"'s a file.txt'"
+    assert render("${sh:item.n} ${sh:item.list[0]} ${sh:x}", variables) == "3 'a b' ''"
+    assert render("${sh:item.list}", variables) == "'[\"a b\"]'"
+    # The raw form is raw: quoting it is the template's business.
+    assert render("'${item.path}'", variables) == "'it's a file.txt'"
+
+
+def test_render_sh_missing_field_names_the_reference() -> None:
+    with pytest.raises(
+        MissingVariable, match=r"item field 'nope' is missing .*\$\{sh:item\.nope\}"
+    ):
+        render("${sh:item.nope}", {"item": {}})
+
+
+def test_render_sh_falls_back_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODIGY_TEST_VAR", "a b")
+    assert render("${sh:PRODIGY_TEST_VAR}", {}) == "'a b'"
+
+
+def test_nul_refused_only_for_commands() -> None:
+    variables = {"item": {"x": "a\0b"}}
+    assert render("${item.x}", variables) == "a\0b"  # a file's content may hold one
+    for template in ("echo ${item.x}", "echo ${sh:item.x}"):
+        with pytest.raises(UnusableValue, match=r"value of \$\{(sh:)?item\.x\} contains a NUL"):
+            render(template, variables, for_command=True)
+
+
+# Any text but NUL (no command line can hold one); surrogates stand for undecodable bytes.
+shell_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=shell_text)
+@example(text="'; touch pwned; '")
+@example(text='$(touch pwned)`touch pwned`\n"\\ ${x} $HOME *')
+@example(text="-n")
+def test_sh_form_reaches_a_real_shell_unchanged(
+    text: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    workdir = tmp_path_factory.mktemp("sh")
+    command = render("printf %s ${sh:item.x}", {"item": {"x": text}}, for_command=True)
+    for shell in ("sh", "bash"):
+        done = subprocess.run([shell, "-c", command], cwd=workdir, capture_output=True, check=True)
+        assert done.stdout == text.encode()
+    assert list(workdir.iterdir()) == []

@@ -96,6 +96,41 @@ def test_truncated_json_file_points_at_its_end(tmp_path: Path) -> None:
         load(tmp_path, input="cut.json")
 
 
+@pytest.mark.parametrize(
+    ("name", "data", "found"),
+    [
+        ("latin1.json", b'[{"path": "caf\xe9"}]', "byte 0xe9 at 1:15"),
+        ("latin1.jsonl", b'{"a": 1}\n"ok \xc3\xa9 \xff"\n', "byte 0xff at 2:7"),
+        ("cut.json", b'["\xc3"]', "byte 0xc3 at 1:3"),  # a UTF-8 sequence cut short
+    ],
+)
+def test_input_file_that_is_not_utf8_is_one_error(
+    tmp_path: Path, name: str, data: bytes, found: str
+) -> None:
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(InputError) as caught:
+        load(tmp_path, input=name)
+    assert caught.value.message == (
+        f"input file {name} is not UTF-8 text ({found}); input must be UTF-8: convert it "
+        "first, for example with `iconv -f latin1 -t utf-8`"
+    )
+
+
+def test_command_output_that_is_not_utf8_is_one_error(tmp_path: Path) -> None:
+    for command in ("printf 'ok\\nname-\\351\\n'", "printf '[\"\\377\"]'"):
+        with pytest.raises(InputError, match=r"output of input command .* is not UTF-8 text"):
+            load(tmp_path, input=command)
+
+
+def test_nul_and_long_strings_in_input_are_data(tmp_path: Path) -> None:
+    long = "x" * 1_000_000
+    write(tmp_path, "items.json", json.dumps([{"a": "nul\u0000here"}, long]))
+    assert [i.data for i in load(tmp_path, input="items.json").items] == [
+        {"a": "nul\0here"},
+        long,
+    ]
+
+
 def test_missing_file_is_not_run_as_a_command(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         load(tmp_path, input="files.json")

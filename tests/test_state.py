@@ -149,6 +149,7 @@ def test_manual_review() -> None:
     assert needs_manual_review(same)
     assert not needs_manual_review(same[:2])
     assert needs_manual_review([attempt(1, False, "x", "missing_variable")])
+    assert needs_manual_review([attempt(1, False, "x", "unusable_value")])
     mixed = [*same[:2], attempt(3, False, "other failure", "timeout")]
     assert not needs_manual_review(mixed)
 

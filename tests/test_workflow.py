@@ -403,6 +403,35 @@ def test_shell_parameter_syntax_needs_escape(tmp_path: Path) -> None:
     assert message.startswith("wf.yaml:6:14: ${HOME:-/tmp} is not a valid variable reference")
 
 
+def test_shell_quoted_form_is_checked_as_its_name(tmp_path: Path) -> None:
+    text = (
+        "name: v\nmode: mapreduce\nenv: {OUT: reports}\n"
+        "map:\n  input: x.json\n  agent_template:\n"
+        "    - shell: cat ${sh:item.path} ${sh:item} ${sh:item_id} > ${sh:OUT}/${sh:job_id}\n"
+        "      env: {P: '${sh:item.a[0]}'}\n"
+        "reduce:\n  - shell: echo ${sh:map.results} ${sh:map.total}\n"
+    )
+    load(tmp_path, text)
+    text = MINIMAL + "reduce:\n  - shell: echo ${sh:item.path}\n"
+    assert error(tmp_path, text) == (
+        "wf.yaml:8:12: reduce step uses ${sh:item.path}, but item variables exist only in map steps"
+    )
+    message = error(tmp_path, MINIMAL + "reduce:\n  - shell: echo ${sh:nope_var}\n")
+    assert message.startswith("wf.yaml:8:12: ${sh:nope_var} is not a workflow variable")
+
+
+def test_empty_or_unknown_prefixed_form(tmp_path: Path) -> None:
+    assert error(tmp_path, MINIMAL.replace("${item.path}", "${sh:}")) == (
+        "wf.yaml:6:14: ${sh:} names no variable (write one after 'sh:', as in "
+        "${sh:item.path}); write $${sh:} to pass it to the shell unchanged"
+    )
+    assert error(tmp_path, MINIMAL.replace("${item.path}", "${quote:item.path}")) == (
+        "wf.yaml:6:14: ${quote:item.path} is not a valid variable reference (the only prefixed "
+        "form is ${sh:NAME}, the value shell-quoted); write $${quote:item.path} to pass it to "
+        "the shell unchanged"
+    )
+
+
 def test_capture_output_must_be_a_name(tmp_path: Path) -> None:
     text = MINIMAL + "reduce:\n  - shell: date\n    capture_output: true\n"
     message = error(tmp_path, text)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
+from prodigy.errors import UnusableValue
 from prodigy.events import now_iso
+from prodigy.item_environment import prodigy_variables
 from prodigy.items import WorkItem
 from prodigy.state import NO_SPEND, Attempt, Spend, error_signature
 from prodigy.steps import StepContext, StepOutcome, StepSpec
@@ -138,14 +138,11 @@ class AgentSpec:
 
 
 def item_environment(spec: AgentSpec, item: WorkItem, attempt: int) -> dict[str, str]:
+    """The agent's whole environment; UnusableValue when the item's data cannot go in it."""
     return {
         **os.environ,
         **spec.workflow_env,
-        "PRODIGY_JOB_ID": spec.job_id,
-        "PRODIGY_ITEM_ID": item.id,
-        "PRODIGY_ITEM_INDEX": str(item.index),
-        "PRODIGY_ATTEMPT": str(attempt),
-        "PRODIGY_ITEM": msgspec.json.encode(item.data).decode(),
+        **prodigy_variables(spec.job_id, item.id, item.index, attempt, item.data),
     }
 
 
@@ -170,9 +167,21 @@ async def run_agent(
     """Run the agent template for one item in `cwd`; never raises for a failing step."""
     started_at = now_iso()
     clock = time.monotonic()
+    try:
+        env = item_environment(spec, item, attempt)
+    except UnusableValue as exc:
+        return Attempt(
+            attempt=attempt,
+            ok=False,
+            started_at=started_at,
+            duration_s=round(time.monotonic() - clock, 3),
+            error=exc.message,
+            error_kind="unusable_value",
+            signature=error_signature("unusable_value", exc.message),
+        )
     ctx = StepContext(
         cwd=cwd,
-        env=item_environment(spec, item, attempt),
+        env=env,
         variables=item_variables(spec, item, attempt),
         claude_bin=spec.claude_bin,
         scratch_dir=spec.scratch_dir,

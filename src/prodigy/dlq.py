@@ -75,6 +75,8 @@ class DlqEntry:
             return None
         if self.error_kind == "missing_variable":
             return "the item lacks a field the agent template uses"
+        if self.error_kind == "unusable_value":
+            return "the item holds a value no command can be given (a NUL character, or too large)"
         return f"its last {SAME_ERROR_RUN} or more attempts failed with the same error"
 
 

@@ -52,6 +52,10 @@ class MissingVariable(ProdigyError):
         self.name = name
 
 
+class UnusableValue(ProdigyError):
+    """A value that exists but cannot be passed on (a NUL character bound for a command)."""
+
+
 class JobNotFound(ProdigyError):
     """No job with that id under $PRODIGY_HOME."""
 

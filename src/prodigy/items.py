@@ -226,6 +226,8 @@ def _read_file(path: Path, shown: str) -> Any:
         return msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
         raise _input_error(f"input file {shown} is not valid JSON {_locate(data, exc)}") from None
+    except UnicodeDecodeError:
+        raise _not_utf8(data, f"input file {shown}") from None
 
 
 def _parse_json_lines(data: bytes, shown: str) -> list[Any]:
@@ -242,7 +244,25 @@ def _parse_json_lines(data: bytes, shown: str) -> list[Any]:
                 f"input file {shown}:{number} is not valid JSON: {reason}",
                 hint="A .jsonl file needs one JSON value on each line.",
             ) from None
+        except UnicodeDecodeError:
+            raise _not_utf8(data, f"input file {shown}") from None
     return values
+
+
+def _not_utf8(data: bytes, what: str) -> InputError:
+    """'... is not UTF-8 text: byte 0xff at 2:7', for input that is not valid UTF-8."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = exc.start
+    else:  # only a lone surrogate escape fails msgspec yet decodes here; a JSON error, then
+        return _input_error(f"{what} holds text that is not valid Unicode")
+    line = data.count(b"\n", 0, offset) + 1
+    column = len(data[data.rfind(b"\n", 0, offset) + 1 : offset].decode("utf-8")) + 1
+    return _input_error(
+        f"{what} is not UTF-8 text (byte 0x{data[offset]:02x} at {line}:{column}); input "
+        "must be UTF-8: convert it first, for example with `iconv -f latin1 -t utf-8`"
+    )
 
 
 def _locate(data: bytes, exc: msgspec.DecodeError) -> str:
@@ -325,6 +345,12 @@ def _parse_command_output(stdout: bytes, shown: str) -> Any:
     stdout = stdout.removeprefix(_BOM)
     if not stdout.strip():
         return []
+    # Checked whole, once: a text line would otherwise be decoded with replacement characters,
+    # and an item's data silently altered.
+    try:
+        stdout.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _not_utf8(stdout, f"the output of input command `{shown}`") from None
     try:
         document = msgspec.json.decode(stdout)
     except msgspec.DecodeError:
@@ -349,7 +375,7 @@ def _parse_command_output(stdout: bytes, shown: str) -> Any:
                     f"line {number} of the output of input command `{shown}` starts like JSON "
                     f"but is not valid JSON: {reason}"
                 ) from None
-        values.append(line.decode("utf-8", errors="replace"))
+        values.append(line.decode("utf-8"))
     return values
 
 

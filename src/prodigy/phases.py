@@ -21,6 +21,7 @@ from prodigy.context import RunContext
 from prodigy.display import plural
 from prodigy.errors import ProdigyError
 from prodigy.events import ReduceCompleted, ReduceStarted, SetupStarted
+from prodigy.item_environment import prodigy_variables
 from prodigy.items import ItemSpec, WorkItem, load_items, stream_items
 from prodigy.job import ItemsFile, write_items
 from prodigy.journal import JournalScan, read_record_at
@@ -262,7 +263,11 @@ def conflict_steps(run: RunContext) -> ConflictSteps:
                 "worktree": str(root),
             },
         }
-        env = {**run.phase_env(), "PRODIGY_ITEM_ID": item.id}
+        # The same PRODIGY_* variables as the agent had; they passed its checks, so they pass.
+        item_env = prodigy_variables(
+            run.meta.job_id, item.id, item.index, result.attempt, item.data
+        )
+        env = {**run.phase_env(), **item_env}
         ctx = StepContext(root, env, variables, run.options.claude_bin, run.job.scratch)
         done = await run.executor.run_steps(steps, ctx, 0, None, lambda: False, SequenceResult())
         return done.failure is None

@@ -23,6 +23,7 @@ from prodigy.progress import Reporter
 from prodigy.recorder import Recorder
 from prodigy.retry import backoff_delay
 from prodigy.state import (
+    ITEM_DATA_ERRORS,
     Attempt,
     AttemptEnded,
     FailureLimits,
@@ -243,7 +244,7 @@ class MapScheduler:
             result.attempt,
             self.state.limits[index],
             self.rules.policy.on_item_failure,
-            retriable=result.error_kind != "missing_variable",
+            retriable=result.error_kind not in ITEM_DATA_ERRORS,
         )
         recorded = await self.recorder.record(AttemptEnded(index, outcome, result))
         return outcome if recorded else None

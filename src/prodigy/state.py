@@ -466,6 +466,10 @@ def decide_outcome(
     return "skipped" if on_item_failure == "skip" else "dead"
 
 
+# The item's data is at fault (a field the template uses is missing, a value no command can be
+# given): running the same item again cannot help, so it is not retried.
+ITEM_DATA_ERRORS = frozenset({"missing_variable", "unusable_value"})
+
 _VOLATILE = re.compile(
     r"0x[0-9a-f]+|[0-9a-f]{8,}|\d+(\.\d+)?|'[^']*'|\"[^\"]*\"|/[^\s:]+", re.IGNORECASE
 )
@@ -481,7 +485,7 @@ def needs_manual_review(history: Sequence[Attempt]) -> bool:
     """A plain retry cannot help: a template variable is missing, or the same error repeats."""
     if not history:
         return False
-    if history[-1].error_kind == "missing_variable":
+    if history[-1].error_kind in ITEM_DATA_ERRORS:
         return True
     last = history[-3:]
     return len(last) == 3 and len({a.signature for a in last}) == 1

@@ -24,7 +24,7 @@ import msgspec
 from ruamel.yaml import YAML
 
 from prodigy.display import one_line
-from prodigy.errors import MissingVariable
+from prodigy.errors import MissingVariable, UnusableValue
 from prodigy.interpolate import render
 from prodigy.reaper import forget_group, watch_group
 from prodigy.state import NO_SPEND, Spend
@@ -135,6 +135,8 @@ async def run_step(step: StepSpec, ctx: StepContext) -> StepOutcome:
         rendered = _render_step(step, ctx.variables)
     except MissingVariable as exc:
         return _failure("missing_variable", exc.message, started)
+    except UnusableValue as exc:
+        return _failure("unusable_value", exc.message, started)
     workdir = ctx.cwd / rendered.working_dir if rendered.working_dir else ctx.cwd
     if not workdir.is_dir():
         return _failure(
@@ -201,11 +203,15 @@ class _Rendered:
 
 
 def _render_step(step: StepSpec, variables: Mapping[str, Any]) -> _Rendered:
+    # Everything but a file's content goes to the OS, which cannot carry a NUL character.
+    def to_os(template: str) -> str:
+        return render(template, variables, for_command=True)
+
     return _Rendered(
-        command=render(step.command, variables),
-        path=None if step.path is None else render(step.path, variables),
-        env={name: render(value, variables) for name, value in step.env.items()},
-        working_dir=None if step.working_dir is None else render(step.working_dir, variables),
+        command=render(step.command, variables, for_command=step.kind != "write_file"),
+        path=None if step.path is None else to_os(step.path),
+        env={name: to_os(value) for name, value in step.env.items()},
+        working_dir=None if step.working_dir is None else to_os(step.working_dir),
     )
 
 

@@ -39,7 +39,7 @@ from ruamel.yaml.reader import ReaderError
 from prodigy.display import unbroken
 from prodigy.durations import WORKFLOW_SYNTAX
 from prodigy.errors import InputError, UsageError, WorkflowError
-from prodigy.interpolate import referenced_names, split_name, to_text
+from prodigy.interpolate import parse_reference, referenced_names, to_text
 from prodigy.item_filter import FilterSyntaxError, compile_filter
 from prodigy.items import compile_json_path, json_path_reason, parse_sort_by
 
@@ -759,9 +759,10 @@ def _check_step(
 
 def _variable_problem(name: str, phase: str, known: set[str], step: Step) -> str | None:
     try:
-        root, path = split_name(name)
+        ref = parse_reference(name)  # `${sh:x}` is checked as `${x}`
     except ValueError as exc:
         return f"{exc}; write $${{{name}}} to pass it to the shell unchanged"
+    root, path = ref.root, ref.path
     if root in known:
         return None
     if root == "merge" and phase in ("merge_conflict", "merge"):

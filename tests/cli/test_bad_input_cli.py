@@ -82,6 +82,7 @@ def inputs(world: Env) -> Env:
     world.write_json("items.json", [{"path": "a"}, {"path": "b"}])
     world.write_json("obj.json", {"files": [{"path": "a"}], "other": 1})
     world.write("badjson.json", '{"a": [1, 2,, 3]}\n')
+    (world.repo / "latin1.jsonl").write_bytes(b'{"path": "a"}\n{"path": "caf\xe9"}\n')
     return world
 
 
@@ -217,6 +218,16 @@ INPUT_CASES = {
         "map:\n  input: badjson.json" + AGENT,
         ["badjson.json", "not valid JSON"],
         r"\b1:13\b",  # line 1, column 13: the second comma
+    ),
+    "input-not-utf8": (
+        "map:\n  input: latin1.jsonl" + AGENT,
+        ["latin1.jsonl", "not UTF-8", "byte 0xe9 at 2:14", "iconv"],
+        None,
+    ),
+    "command-output-not-utf8": (
+        "map:\n  input: \"printf 'caf\\\\351'\"" + AGENT,
+        ["output of input command", "not UTF-8", "byte 0xe9 at 1:4"],
+        None,
     ),
     "jsonpath-selects-nothing": (
         'map:\n  input: obj.json\n  json_path: "$.fils[*]"' + AGENT,

@@ -172,7 +172,8 @@ def test_an_on_merge_conflict_step_that_concludes_the_merge_saves_the_attempt(
     resolve = (
         "  on_merge_conflict:\n"
         "    - shell: >-\n"
-        "        echo ${item_id} ${merge.source_branch} >> $LOGS/resolved.log &&\n"
+        '        echo ${item_id} ${merge.source_branch} "$PRODIGY_ITEM_FILE"\n'
+        "        >> $LOGS/resolved.log &&\n"
         "        git checkout --theirs shared.txt && git add shared.txt &&\n"
         "        git commit -q --no-edit\n"
     )
@@ -196,6 +197,7 @@ def test_an_on_merge_conflict_step_that_concludes_the_merge_saves_the_attempt(
     assert (logs(repo) / "resolved.log").read_text().split() == [
         "item_1",
         f"prodigy-agents/{job}/item_1-a1",
+        "shared.txt",  # the item's fields are in its environment, as in the agent's
     ]
     assert (repo.repo / "shared.txt").read_text() == "from B\n"
     assert merges_by_item(repo, "HEAD") == {"item_0": 1, "item_1": 1}
