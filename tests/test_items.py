@@ -571,3 +571,17 @@ def test_a_bad_line_in_a_streamed_file_is_named(tmp_path: Path) -> None:
     assert streamed is not None
     with pytest.raises(InputError, match=r"items.jsonl:2 is not valid JSON"):
         list(streamed.items)
+
+
+@pytest.mark.parametrize("name", ["items.json", "items.jsonl"])
+def test_a_streamed_file_that_is_not_utf8_is_refused_naming_the_byte(
+    tmp_path: Path, name: str
+) -> None:
+    body = b'[{"a": "caf\xe9"}]' if name.endswith(".json") else b'{"a": 1}\n{"a": "caf\xe9"}\n'
+    (tmp_path / name).write_bytes(body)
+    with pytest.raises(InputError, match=r"not UTF-8 text \(byte 0xe9"):
+        streamed = stream_items(ItemSpec(input=name), tmp_path)
+        if streamed is None:
+            load_items(ItemSpec(input=name), tmp_path, ENV)
+        else:
+            list(streamed.items)

@@ -6,6 +6,7 @@ Items stay plain JSON values (msgspec keeps big integers exact); WorkItem is the
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import re
@@ -112,9 +113,10 @@ def stream_items(spec: ItemSpec, cwd: Path) -> StreamedItems | None:
     else:
         try:
             data = path.read_bytes().removeprefix(_BOM)
+            _check_utf8(data)
             elements = msgspec.json.decode(data, type=list[msgspec.Raw])
-        except (OSError, msgspec.DecodeError):
-            return None  # not an array, or not JSON: `load_items` says which
+        except (OSError, msgspec.DecodeError, UnicodeDecodeError):
+            return None  # not an array, not JSON or not UTF-8: `load_items` says which
         values = _drain(elements)
     streamed = StreamedItems(iter(()), [])
     streamed.items = _identified(_windowed(values, spec, streamed.warnings), spec.id_field)
@@ -130,6 +132,10 @@ def _json_lines(path: Path, shown: str) -> Iterator[msgspec.Raw]:
             if line.isspace() or not line:
                 continue
             try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _not_utf8(line, f"input file {shown} line {number}") from None
+            try:
                 yield msgspec.json.decode(line, type=msgspec.Raw)
             except msgspec.DecodeError as exc:
                 reason = _BYTE_POSITION.sub("", str(exc)).removeprefix("JSON is malformed: ")
@@ -137,6 +143,15 @@ def _json_lines(path: Path, shown: str) -> Iterator[msgspec.Raw]:
                     f"input file {shown}:{number} is not valid JSON: {reason}",
                     hint="A .jsonl file needs one JSON value on each line.",
                 ) from None
+
+
+def _check_utf8(data: bytes) -> None:
+    """UnicodeDecodeError unless `data` is UTF-8 (checked a megabyte at a time)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    for start in range(0, len(view), 1 << 20):
+        decoder.decode(view[start : start + (1 << 20)])
+    decoder.decode(b"", final=True)
 
 
 def _drain(elements: list[msgspec.Raw]) -> Iterator[msgspec.Raw]:
