@@ -70,6 +70,7 @@ async def _run_phase_steps(
         variables=variables,
         claude_bin=run.options.claude_bin,
         scratch_dir=run.job.scratch,
+        masker=run.workflow.masker,
     )
     return await run.interrupts.killable(
         run.executor.run_steps(
@@ -214,7 +215,14 @@ def conflict_steps(run: RunContext) -> ConflictSteps:
             },
         }
         env = {**run.phase_env(), "PRODIGY_ITEM_ID": item.id}
-        ctx = StepContext(root, env, variables, run.options.claude_bin, run.job.scratch)
+        ctx = StepContext(
+            root,
+            env,
+            variables,
+            run.options.claude_bin,
+            run.job.scratch,
+            masker=run.workflow.masker,
+        )
         done = await run.executor.run_steps(steps, ctx, 0, None, lambda: False, SequenceResult())
         return done.failure is None
 

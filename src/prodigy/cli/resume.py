@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 
 from prodigy.checkpoint import CheckpointHead, read_checkpoint
 from prodigy.cli.common import check_claude, claude_bin, execute, load_job_workflow, verbose
@@ -114,6 +115,7 @@ class ResumeRequest:
     extra_retries: int = 0
     skip_validation: bool = False
     from_checkpoint: int | None = None
+    profile: str | None = None  # --profile: overrides (and replaces) the job's remembered one
 
 
 @dataclass(frozen=True)
@@ -283,9 +285,10 @@ def resume_job_id(
     max_additional_retries: int = 0,
     skip_validation: bool = False,
     from_checkpoint: int | None = None,
+    profile: str | None = None,
 ) -> int:
     request = ResumeRequest(
-        force, max_parallel, max_additional_retries, skip_validation, from_checkpoint
+        force, max_parallel, max_additional_retries, skip_validation, from_checkpoint, profile
     )
     job = find_job(job_id)
     lock = JobLock(job.lock, job.job_id, "resume")
@@ -332,13 +335,19 @@ class _StoppedJob:
 
 def _load_stopped_job(job: JobDir, request: ResumeRequest) -> _StoppedJob:
     meta = read_job_metadata(job)
+    if request.profile is not None:
+        meta = msgspec.structs.replace(meta, profile=request.profile)
     contents = read_journal(job.journal)
     state = replay(contents.records)
     checkpoint, latest_damaged = _read_latest_checkpoint(job, request)
     if checkpoint is not None and not request.skip_validation:
         _check_consistency(job, checkpoint, contents.records, state)
     workflow = load_job_workflow(
-        job, Path(meta.workflow_path), meta.workflow_hash, request.skip_validation
+        job,
+        Path(meta.workflow_path),
+        meta.workflow_hash,
+        request.skip_validation,
+        meta.profile or None,
     )
     check_claude(workflow)
     return _StoppedJob(meta, contents, state, workflow, latest_damaged)
@@ -450,15 +459,21 @@ def _newest_unfinished_job() -> str:
     )
 
 
+_profile_option = click.option(
+    "--profile", metavar="NAME", help="Use the workflow's profile NAME (default: the job's own)."
+)
+
+
 @click.command("resume")
 @click.argument("job_id", required=False)
 @click.option("-y", "--yes", is_flag=True, help="Answer yes to every question.")
 @click.option("--executor", metavar="local|dask://HOST:PORT", help="Where agents run.")
-def resume(job_id: str | None, yes: bool, executor: str | None) -> int:
+@_profile_option
+def resume(job_id: str | None, yes: bool, executor: str | None, profile: str | None) -> int:
     """Resume the newest unfinished job of this repository (or JOB_ID)."""
     Settings.yes = yes
     Settings.executor = executor
-    return resume_job_id(job_id or _newest_unfinished_job())
+    return resume_job_id(job_id or _newest_unfinished_job(), profile=profile)
 
 
 @click.command("resume-job")
@@ -481,6 +496,7 @@ def resume(job_id: str | None, yes: bool, executor: str | None) -> int:
     is_flag=True,
     help="A line per ended attempt; tracebacks on errors.",
 )
+@_profile_option
 def resume_job(
     job_id: str,
     yes: bool,
@@ -491,6 +507,7 @@ def resume_job(
     skip_validation: bool,
     from_checkpoint: int | None,
     verbose_flag: bool,
+    profile: str | None,
 ) -> int:
     """Resume one job by id."""
     Settings.yes = yes
@@ -498,5 +515,11 @@ def resume_job(
     if verbose_flag:
         Settings.verbose = max(Settings.verbose, 1)
     return resume_job_id(
-        job_id, force, max_parallel, max_additional_retries, skip_validation, from_checkpoint
+        job_id,
+        force,
+        max_parallel,
+        max_additional_retries,
+        skip_validation,
+        from_checkpoint,
+        profile,
     )

@@ -68,9 +68,13 @@ def _isolation(workflow: Workflow, repo: Repository) -> tuple[Isolation, str]:
 
 
 def cook_workflow(
-    workflow_file: Path, max_parallel: int | None, max_items: int | None, dry_run: bool
+    workflow_file: Path,
+    max_parallel: int | None,
+    max_items: int | None,
+    dry_run: bool,
+    profile: str | None = None,
 ) -> int:
-    workflow = load_workflow(workflow_file)
+    workflow = load_workflow(workflow_file, profile)
     check_claude(workflow)
     repo = find_repository(Path.cwd())
     isolation, base_commit = _isolation(workflow, repo)
@@ -97,6 +101,7 @@ def cook_workflow(
         isolation=isolation,
         base_commit=base_commit,
         base_branch=(current_branch(repo.root) or "") if isolation == "worktree" else "",
+        profile=profile or "",
     )
     lock = JobLock(job.lock, job.job_id, "cook")
     lock.acquire()
@@ -125,6 +130,7 @@ _options = [
     click.option("-y", "--yes", is_flag=True, help="Answer yes to every question."),
     click.option("--executor", metavar="local|dask://HOST:PORT", help="Where agents run."),
     click.option("--dry-run", is_flag=True, help="Validate and list the items; run nothing."),
+    click.option("--profile", metavar="NAME", help="Use the workflow's profile NAME (env values)."),
 ]
 
 
@@ -136,10 +142,11 @@ def _command(name: str, help_text: str) -> click.Command:
         yes: bool,
         executor: str | None,
         dry_run: bool,
+        profile: str | None,
     ) -> int:
         Settings.yes = yes
         Settings.executor = executor
-        return cook_workflow(workflow_file, max_parallel, max_items, dry_run)
+        return cook_workflow(workflow_file, max_parallel, max_items, dry_run, profile)
 
     decorated: Callable[..., int] = callback
     for option in reversed(_options):
