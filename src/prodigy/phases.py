@@ -117,15 +117,34 @@ async def freeze_items(run: RunContext) -> str | None:
                 run.phase_env(),
             )
         except ProdigyError as exc:
-            return str(exc)
+            # An input command's message quotes the command and its stderr.
+            return run.workflow.masker.mask(str(exc))
         for warning in loaded.warnings:
-            run.reporter.warn(f"warning: {warning}")
+            run.reporter.warn(f"warning: {run.workflow.masker.mask(warning)}")
         items = loaded.items
+    leak = _item_with_secret(run, items)
+    if leak is not None:
+        return (
+            f"the map input holds the value of a secret (in item {leak}); items are stored as "
+            "they are, so keep secret values out of the input and let the agent read them "
+            "from its environment instead"
+        )
     write_items(run.job, items)
     limit = run.workflow.error_policy.retry_config.max_attempts
     await run.recorder.record(ItemsFrozen(count=len(items), max_attempts=limit))
     run.open_items()
     run.save_checkpoint()
+    return None
+
+
+def _item_with_secret(run: RunContext, items: Sequence[WorkItem]) -> str | None:
+    """The id of the first item whose data holds a secret value (SPEC §9), if any."""
+    masker = run.workflow.masker
+    if not masker:
+        return None
+    for item in items:
+        if masker.found_in(msgspec.json.encode(item.data).decode()):
+            return item.id
     return None
 
 

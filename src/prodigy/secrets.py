@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,10 @@ class Masker:
             return MASK + self.mask(text[longest:])
         return self.mask(text)
 
+    def found_in(self, text: str) -> bool:
+        """Whether a secret value is in `text`, as it is or as JSON spells it (escaped)."""
+        return any(v in text or _json_spelling(v) in text for v in self.values)
+
     def mask_data(self, value: Any) -> Any:
         """JSON-like data with every string in it (keys included) masked."""
         if not self.values:
@@ -89,6 +94,10 @@ class Masker:
         if isinstance(value, list | tuple):
             return [self.mask_data(v) for v in value]
         return value
+
+
+def _json_spelling(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)[1:-1]
 
 
 def _occurrences(text: str, values: Sequence[str]) -> list[tuple[int, int]]:

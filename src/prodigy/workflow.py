@@ -161,7 +161,8 @@ _TAG = "\x00"
 
 
 def _env_value_kind(value: Any) -> str:
-    return f"{_TAG}mapping" if isinstance(value, dict) else f"{_TAG}text"
+    # Called on YAML data when validating, and on the model when serialising.
+    return f"{_TAG}mapping" if isinstance(value, dict | EnvValue) else f"{_TAG}text"
 
 
 EnvValues = Annotated[

@@ -12,7 +12,7 @@ from prodigy.cli.common import check_claude, claude_bin, execute, verbose
 from prodigy.cli.output import Settings, say, warn
 from prodigy.display import one_line, plural
 from prodigy.engine import RunOptions, base_environment, item_spec
-from prodigy.errors import WorkflowError
+from prodigy.errors import ProdigyError, WorkflowError
 from prodigy.events import JobStarted
 from prodigy.executors import choose_executor
 from prodigy.items import WorkItem, load_items
@@ -85,9 +85,16 @@ def cook_workflow(
     # With worktree isolation the input is read in the job's parent worktree, once it exists.
     if not has_setup and isolation == "none":
         # Without setup the input exists now: bad input is refused before any job exists.
-        loaded = load_items(item_spec(workflow, max_items), repo.root, base_environment(workflow))
+        try:
+            loaded = load_items(
+                item_spec(workflow, max_items), repo.root, base_environment(workflow)
+            )
+        except ProdigyError as exc:
+            # An input command's message quotes the command and its stderr (SPEC §9).
+            message = workflow.masker.mask(exc.message)
+            raise ProdigyError(message, hint=exc.hint, exit_code=exc.exit_code) from None
         for warning in loaded.warnings:
-            warn(f"warning: {warning}")
+            warn(f"warning: {workflow.masker.mask(warning)}")
         items = loaded.items
     if dry_run:
         return _dry_run(workflow, items, parallel)
