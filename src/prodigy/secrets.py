@@ -205,7 +205,10 @@ def read_env_file(path: Path, shown: str) -> dict[str, str]:
         ) from None
     values: dict[str, str] = {}
     for binding in parse_stream(io.StringIO(text)):
-        line = binding.original.line
+        # python-dotenv counts blank lines before a binding as part of it.
+        original = binding.original.string
+        blank = original[: len(original) - len(original.lstrip())]
+        line = binding.original.line + blank.count("\n")
         if binding.error:
             raise EnvironmentProblem(
                 "cannot read this line; an env file holds NAME=value lines, comments (#) "

@@ -134,6 +134,12 @@ def tail_text(data: bytes, limit: int, masker: Masker = NO_MASK, cut: bool = Fal
     itself starts inside a longer stream."""
     if limit <= 0:
         return ""
+    if cut and masker:
+        # Start at a whole character, so a cut secret's end still reads as that end.
+        skip = 0
+        while skip < min(3, len(data)) and data[skip] & 0xC0 == 0x80:
+            skip += 1
+        data = data[skip:]
     text = data.decode("utf-8", errors="replace")
     text = masker.mask_tail(text) if cut else masker.mask(text)
     return text[-limit:] if len(text) > limit else text
