@@ -18,6 +18,7 @@ from prodigy.executors import choose_executor
 from prodigy.items import WorkItem, load_items
 from prodigy.job import Isolation, create_job, metadata_document
 from prodigy.lock import JobLock
+from prodigy.secrets import Masker
 from prodigy.state import JobState
 from prodigy.store import Repository, find_repository
 from prodigy.workflow import Workflow, load_workflow
@@ -26,9 +27,10 @@ from prodigy.worktree import current_branch, head_commit
 PREVIEW_ITEMS = 20
 
 
-def _preview(items: list[WorkItem]) -> None:
+def _preview(items: list[WorkItem], masker: Masker) -> None:
     for item in items[:PREVIEW_ITEMS]:
-        say(f"  {item.id}  {one_line(msgspec.json.encode(item.data).decode(), 100)}")
+        data = masker.mask(msgspec.json.encode(item.data).decode())
+        say(f"  {item.id}  {one_line(data, 100)}")
     if len(items) > PREVIEW_ITEMS:
         say(f"  ... and {len(items) - PREVIEW_ITEMS} more")
 
@@ -42,7 +44,7 @@ def _dry_run(workflow: Workflow, items: list[WorkItem] | None, max_parallel: int
         )
     if items is not None:
         say(f"{plural(len(items), 'item')} would run, {max_parallel} at a time:")
-        _preview(items)
+        _preview(items, workflow.masker)
     say(f"Reduce: {plural(len(workflow.reduce), 'step')}.")
     return 0
 
