@@ -208,3 +208,34 @@ def test_unknown_profile_on_cook_creates_nothing(world: Env) -> None:
     assert plain.returncode == 0, plain.stderr
     assert _targets(world) == ["agent default-target", "reduce default-target"]
     assert _profile_of(world, job_id_of(plain.stdout)) == ""
+
+
+INPUT_WORKFLOW = """\
+name: input-test
+mode: mapreduce
+secrets:
+  API_KEY: "${env:SECRET_API_KEY}"
+map:
+  input: %s
+  isolation: none
+  agent_template:
+    - shell: "true"
+"""
+
+
+def test_a_map_input_holding_a_secret_is_refused_and_input_errors_are_masked(
+    world: Env,
+) -> None:
+    secret = SECRETS["API_KEY"]
+    world.env["SECRET_API_KEY"] = secret
+    world.write("wf.yaml", INPUT_WORKFLOW % "'echo first; echo x-$API_KEY'")  # a line per item
+    held = world.run("cook", "wf.yaml")
+    _fails(held)
+    assert "the map input holds the value of a secret (in item item_1)" in held.stderr
+    world.write("wf.yaml", INPUT_WORKFLOW % "'echo no access for $API_KEY >&2; exit 5'")
+    broken = world.run("cook", "wf.yaml")
+    _fails(broken)
+    assert "no access for ***" in broken.stderr
+    for done in (held, broken):
+        assert secret not in done.stdout + done.stderr
+    assert _files_holding(world.home, [secret]) == []
