@@ -8,6 +8,7 @@ the item's variables and environment, the agent time limit, and the `Attempt` it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ from prodigy.errors import UnusableValue
 from prodigy.events import now_iso
 from prodigy.item_environment import prodigy_variables
 from prodigy.items import WorkItem
+from prodigy.secrets import NO_MASK, Masker
 from prodigy.state import NO_SPEND, Attempt, Spend, error_signature
 from prodigy.steps import StepContext, StepOutcome, StepSpec
 from prodigy.workflow import Step
@@ -92,14 +94,7 @@ async def run_sequence(
             result.stopped = True
             return result
         step = steps[n]
-        here = StepContext(
-            cwd=ctx.cwd,
-            env=ctx.env,
-            variables=dict(variables),
-            claude_bin=ctx.claude_bin,
-            scratch_dir=ctx.scratch_dir,
-            output_limit=ctx.output_limit,
-        )
+        here = dataclasses.replace(ctx, variables=dict(variables))
         outcome = await run_step(step_spec(step), here)
         spend = outcome.spend
         if not outcome.ok and step.on_failure is not None:
@@ -135,6 +130,7 @@ class AgentSpec:
     claude_bin: str
     scratch_dir: Path
     agent_timeout: float | None
+    masker: Masker = NO_MASK  # the job's secret values (SPEC §9)
 
 
 def item_environment(spec: AgentSpec, item: WorkItem, attempt: int) -> dict[str, str]:
@@ -157,7 +153,10 @@ def item_variables(spec: AgentSpec, item: WorkItem, attempt: int) -> dict[str, A
     }
 
 
-def _tail(text: str, limit: int = OUTPUT_TAIL) -> str:
+def _tail(text: str, masker: Masker, limit: int = OUTPUT_TAIL) -> str:
+    # Masked again as a whole: the end of one step's output and the start of the next could
+    # together spell a secret.
+    text = masker.mask(text)
     return text if len(text) <= limit else text[-limit:]
 
 
@@ -185,6 +184,7 @@ async def run_agent(
         variables=item_variables(spec, item, attempt),
         claude_bin=spec.claude_bin,
         scratch_dir=spec.scratch_dir,
+        masker=spec.masker,
     )
     done = SequenceResult()  # filled as steps end: a time limit keeps what was done and paid
     try:
@@ -201,7 +201,7 @@ async def run_agent(
             error=error,
             error_kind="timeout",
             signature=error_signature("timeout", error),
-            output=_tail("".join(done.outputs)),
+            output=_tail("".join(done.outputs), spec.masker),
             spend=done.spend,
         )
     duration = round(time.monotonic() - clock, 3)
@@ -219,8 +219,8 @@ async def run_agent(
             error_kind=outcome.error_kind,
             signature=error_signature(outcome.error_kind, outcome.error),
             failed_step=step.text,
-            output=_tail(output + outcome.stdout),
-            stderr=_tail(outcome.stderr),
+            output=_tail(output + outcome.stdout, spec.masker),
+            stderr=_tail(outcome.stderr, spec.masker),
             spend=done.spend,
         )
     return Attempt(
@@ -229,6 +229,6 @@ async def run_agent(
         started_at=started_at,
         duration_s=duration,
         exit_code=0,
-        output=_tail(output),
+        output=_tail(output, spec.masker),
         spend=done.spend,
     )

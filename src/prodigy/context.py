@@ -25,8 +25,9 @@ from prodigy.workspace import Workspace
 
 
 def base_environment(workflow: Workflow) -> dict[str, str]:
-    """What every step's environment starts from: prodigy's own plus the workflow's."""
-    return {**os.environ, **workflow.env}
+    """What every step's environment starts from: prodigy's own plus the workflow's (its
+    env_files, env, chosen profile and secrets: SPEC §9)."""
+    return {**os.environ, **workflow.environment}
 
 
 @dataclass
@@ -61,7 +62,7 @@ class RunContext:
         return {**base_environment(self.workflow), "PRODIGY_JOB_ID": self.meta.job_id}
 
     def variables(self) -> dict[str, Any]:
-        return {**self.workflow.env, **self.state.captures(), "job_id": self.meta.job_id}
+        return {**self.workflow.environment, **self.state.captures(), "job_id": self.meta.job_id}
 
     def item_id(self, index: int) -> str:
         return self.items.id_of(index) if self.items is not None else f"#{index}"

@@ -194,8 +194,9 @@ class JobRunner:
         return AgentSpec(
             job_id=run.meta.job_id,
             template=run.workflow.map.agent_template,
-            workflow_env=dict(run.workflow.env),
-            variables={**run.workflow.env, **run.state.setup_outputs},
+            workflow_env=dict(run.workflow.environment),
+            variables={**run.workflow.environment, **run.state.setup_outputs},
+            masker=run.workflow.masker,
             claude_bin=run.options.claude_bin,
             scratch_dir=run.job.scratch,
             agent_timeout=run.workflow.map.agent_timeout_secs,

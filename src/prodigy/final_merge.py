@@ -146,7 +146,14 @@ def merge_steps(run: RunContext) -> MergeSteps:
                 "modified_files": changed,
             },
         }
-        ctx = StepContext(root, run.phase_env(), variables, run.options.claude_bin, run.job.scratch)
+        ctx = StepContext(
+            root,
+            run.phase_env(),
+            variables,
+            run.options.claude_bin,
+            run.job.scratch,
+            masker=run.workflow.masker,
+        )
         try:
             async with asyncio.timeout(run.workflow.merge.timeout):
                 done = await run.executor.run_steps(

@@ -220,6 +220,7 @@ class JobMetadata(msgspec.Struct, frozen=True):
     isolation: Isolation = "none"
     base_commit: str = ""  # worktree isolation: where the parent branch starts
     base_branch: str = ""  # ... and the user's branch its work is merged into at the end
+    profile: str = ""  # the --profile chosen (its name only, never values): resume reuses it
 
 
 class MetadataCounts(msgspec.Struct, frozen=True):
@@ -300,6 +301,7 @@ def create_job(
     isolation: Isolation = "none",
     base_commit: str = "",
     base_branch: str = "",
+    profile: str = "",
 ) -> tuple[JobDir, JobMetadata]:
     """Make the job directory with its metadata, empty journal and events log."""
     job = create_job_dir(repo_name)
@@ -315,6 +317,7 @@ def create_job(
         isolation=isolation,
         base_commit=base_commit,
         base_branch=base_branch,
+        profile=profile,
     )
     return job, meta
 

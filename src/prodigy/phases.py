@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import os
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ async def _run_phase_steps(
         variables=variables,
         claude_bin=run.options.claude_bin,
         scratch_dir=run.job.scratch,
+        masker=run.workflow.masker,
     )
     return await run.interrupts.killable(
         run.executor.run_steps(
@@ -116,9 +117,10 @@ async def freeze_items(run: RunContext) -> str | None:
     try:
         count, warnings = await asyncio.to_thread(_freeze, run)
     except ProdigyError as exc:
-        return str(exc)
+        # An input command's message quotes the command and its stderr.
+        return run.workflow.masker.mask(str(exc))
     for warning in warnings:
-        run.reporter.warn(f"warning: {warning}")
+        run.reporter.warn(f"warning: {run.workflow.masker.mask(warning)}")
     limit = run.workflow.error_policy.retry_config.max_attempts
     await run.recorder.record(ItemsFrozen(count=count, max_attempts=limit))
     run.open_items()
@@ -129,14 +131,28 @@ async def freeze_items(run: RunContext) -> str | None:
 def _freeze(run: RunContext) -> tuple[int, list[str]]:
     """Write the items file: streamed from a plain input file, else selected in memory."""
     if run.options.preloaded_items is not None:
-        return write_items(run.job, run.options.preloaded_items), []
+        return write_items(run.job, _without_secrets(run, run.options.preloaded_items)), []
     spec = item_spec(run.workflow, run.options.max_items)
     streamed = stream_items(spec, run.workspace.root)
     if streamed is not None:
-        count = write_items(run.job, streamed.items)
+        count = write_items(run.job, _without_secrets(run, streamed.items))
         return count, [] if run.options.items_checked else streamed.warnings
     loaded = load_items(spec, run.workspace.root, run.phase_env())
-    return write_items(run.job, loaded.items), loaded.warnings
+    return write_items(run.job, _without_secrets(run, loaded.items)), loaded.warnings
+
+
+def _without_secrets(run: RunContext, items: Iterable[WorkItem]) -> Iterator[WorkItem]:
+    """The items, refused (ProdigyError) at the first whose data holds a secret value
+    (SPEC §9): items are stored as they are."""
+    masker = run.workflow.masker
+    for item in items:
+        if masker and masker.found_in(msgspec.json.encode(item.data).decode()):
+            raise ProdigyError(
+                f"the map input holds the value of a secret (in item {item.id}); items are "
+                "stored as they are, so keep secret values out of the input and let the agent "
+                "read them from its environment instead"
+            )
+        yield item
 
 
 async def run_reduce(run: RunContext) -> str | None:
@@ -268,7 +284,14 @@ def conflict_steps(run: RunContext) -> ConflictSteps:
             run.meta.job_id, item.id, item.index, result.attempt, item.data
         )
         env = {**run.phase_env(), **item_env}
-        ctx = StepContext(root, env, variables, run.options.claude_bin, run.job.scratch)
+        ctx = StepContext(
+            root,
+            env,
+            variables,
+            run.options.claude_bin,
+            run.job.scratch,
+            masker=run.workflow.masker,
+        )
         done = await run.executor.run_steps(steps, ctx, 0, None, lambda: False, SequenceResult())
         return done.failure is None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import shutil
@@ -27,6 +28,7 @@ from prodigy.display import one_line
 from prodigy.errors import MissingVariable, UnusableValue
 from prodigy.interpolate import render
 from prodigy.reaper import forget_group, watch_group
+from prodigy.secrets import NO_MASK, Masker
 from prodigy.state import NO_SPEND, Spend
 
 StepKind = Literal["shell", "claude", "write_file"]
@@ -71,6 +73,8 @@ class StepContext:
     claude_bin: str
     scratch_dir: Path  # temporary scripts for commands too long for argv
     output_limit: int = 64_000  # characters of stdout/stderr tails kept
+    # Secret values (SPEC §9): masked in the outcome's output tails and messages.
+    masker: Masker = NO_MASK
 
 
 @dataclass(frozen=True)
@@ -93,33 +97,51 @@ class StepOutcome:
 
 
 class OutputTail:
-    """The last `limit` characters of a byte stream that arrives in chunks (UTF-8)."""
+    """The last `limit` characters of a byte stream that arrives in chunks (UTF-8), with
+    secret values masked."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, masker: Masker = NO_MASK):
         self.limit = max(limit, 0)
-        # A character is at most 4 bytes; the extra 4 cover one cut through a character.
-        self._keep = 4 * self.limit + 4
+        self.masker = masker
+        # A character is at most 4 bytes; the extra 4 cover one cut through a character. The
+        # longest secret's length more keeps a secret that the last `limit` characters start
+        # inside of whole, so it is masked rather than cut in two.
+        longest = max((len(v.encode()) for v in masker.values), default=0)
+        self._keep = 4 * self.limit + 4 + longest
         self._buf = bytearray()
+        self._dropped = False  # whether the kept bytes start inside the stream
 
     def append(self, chunk: bytes) -> None:
         self._buf += chunk
         # Trimming only when twice over keeps appends amortised O(chunk).
         if len(self._buf) > 2 * self._keep:
             del self._buf[: len(self._buf) - self._keep]
+            self._dropped = True
 
     @property
     def data(self) -> bytes:
+        """The kept bytes, as they came (unmasked: for parsing Claude's answer only)."""
         return bytes(self._buf[max(len(self._buf) - self._keep, 0) :])
 
     def text(self, limit: int | None = None) -> str:
-        return tail_text(self.data, self.limit if limit is None else limit)
+        cut = self._dropped or len(self._buf) > self._keep
+        return tail_text(self.data, self.limit if limit is None else limit, self.masker, cut)
 
 
-def tail_text(data: bytes, limit: int) -> str:
-    """The last `limit` characters of `data` decoded as UTF-8 (bad bytes replaced)."""
+def tail_text(data: bytes, limit: int, masker: Masker = NO_MASK, cut: bool = False) -> str:
+    """The last `limit` characters of `data` decoded as UTF-8 (bad bytes replaced), secrets
+    masked before cutting (so none is cut in two and left half in clear). `cut`: `data`
+    itself starts inside a longer stream."""
     if limit <= 0:
         return ""
+    if cut and masker:
+        # Start at a whole character, so a cut secret's end still reads as that end.
+        skip = 0
+        while skip < min(3, len(data)) and data[skip] & 0xC0 == 0x80:
+            skip += 1
+        data = data[skip:]
     text = data.decode("utf-8", errors="replace")
+    text = masker.mask_tail(text) if cut else masker.mask(text)
     return text[-limit:] if len(text) > limit else text
 
 
@@ -129,7 +151,22 @@ def claude_available(claude_bin: str) -> bool:
 
 
 async def run_step(step: StepSpec, ctx: StepContext) -> StepOutcome:
-    """Run one step; failures are outcomes, only cancellation propagates (after killing)."""
+    """Run one step; failures are outcomes, only cancellation propagates (after killing).
+
+    Secret values are masked in the outcome (its output tails and message), the one place
+    where a step's text enters prodigy's records (SPEC §9)."""
+    outcome = await _run_step(step, ctx)
+    if not ctx.masker:
+        return outcome
+    return dataclasses.replace(
+        outcome,
+        stdout=ctx.masker.mask(outcome.stdout),
+        stderr=ctx.masker.mask(outcome.stderr),
+        error=None if outcome.error is None else ctx.masker.mask(outcome.error),
+    )
+
+
+async def _run_step(step: StepSpec, ctx: StepContext) -> StepOutcome:
     started = time.monotonic()
     try:
         rendered = _render_step(step, ctx.variables)
@@ -227,6 +264,7 @@ async def _shell_step(
     started: float,
 ) -> StepOutcome:
     bash = _bash()
+    shown = ctx.masker.mask(command)  # for messages: secrets masked before any shortening
     encoded = command.encode("utf-8", errors="surrogateescape")
     script: Path | None = None
     try:
@@ -243,12 +281,13 @@ async def _shell_step(
             argv = [bash, str(script)]
         else:
             argv = [bash, "-c", command]
-        stdout, stderr = OutputTail(ctx.output_limit), OutputTail(ctx.output_limit)
+        stdout = OutputTail(ctx.output_limit, ctx.masker)
+        stderr = OutputTail(ctx.output_limit, ctx.masker)
         try:
             done = await _run_process(argv, workdir, env, step.timeout, stdout, stderr)
         except OSError as exc:
             return _failure(
-                "start_error", f"cannot start bash for command {_short(command)}: {exc}", started
+                "start_error", f"cannot start bash for command {_short(shown)}: {exc}", started
             )
     finally:
         if script is not None:
@@ -256,9 +295,9 @@ async def _shell_step(
 
     out, err = stdout.text(), stderr.text()
     if done.timed_out:
-        return _timed_out(step, command, out, err, started)
+        return _timed_out(step, shown, out, err, started)
     if done.exit_code != 0:
-        message = f"command {_exit_phrase(done.exit_code)}: {_short(command)}"
+        message = f"command {_exit_phrase(done.exit_code)}: {_short(shown)}"
         last = _last_line(err)
         if last:
             message += f"; last stderr line: {_short(last, MESSAGE_DETAIL_CHARS)}"
@@ -313,8 +352,8 @@ async def _claude_step(
             started,
         )
     argv = [executable, *CLAUDE_FLAGS, command]
-    stdout = OutputTail(max(ctx.output_limit, CLAUDE_STDOUT_CHARS))
-    stderr = OutputTail(ctx.output_limit)
+    stdout = OutputTail(max(ctx.output_limit, CLAUDE_STDOUT_CHARS), ctx.masker)
+    stderr = OutputTail(ctx.output_limit, ctx.masker)
     try:
         done = await _run_process(argv, workdir, env, step.timeout, stdout, stderr)
     except OSError as exc:
@@ -322,7 +361,7 @@ async def _claude_step(
 
     raw_out, err = stdout.text(ctx.output_limit), stderr.text()
     if done.timed_out:
-        return _timed_out(step, command, raw_out, err, started)
+        return _timed_out(step, ctx.masker.mask(command), raw_out, err, started)
     answer = _claude_answer(stdout.data)
     if answer is None:
         if done.exit_code != 0:
@@ -336,18 +375,25 @@ async def _claude_step(
             message = f"claude printed output that is not a JSON result object: {_short(raw_out)}"
         return _failure("claude_output", message, started, done.exit_code, raw_out, err)
 
-    return _claude_outcome(answer, done.exit_code, err, ctx.output_limit, started)
+    return _claude_outcome(answer, done.exit_code, err, ctx.output_limit, started, ctx.masker)
 
 
 def _claude_outcome(
-    answer: Mapping[str, Any], exit_code: int | None, err: str, limit: int, started: float
+    answer: Mapping[str, Any],
+    exit_code: int | None,
+    err: str,
+    limit: int,
+    started: float,
+    masker: Masker = NO_MASK,
 ) -> StepOutcome:
-    """The outcome of a claude step that printed its JSON answer."""
-    result = _as_text(answer.get("result"))
+    """The outcome of a claude step that printed its JSON answer (its text masked before it
+    is cut to the tail kept)."""
+    result = masker.mask(_as_text(answer.get("result")))
     ok = False
     if answer.get("is_error") is True:
         error_kind: str | None = "claude_error"
-        reason = result if result.strip() else _as_text(answer.get("subtype")) or "unknown error"
+        subtype = masker.mask(_as_text(answer.get("subtype")))
+        reason = result if result.strip() else subtype or "unknown error"
         error: str | None = _short(reason, MESSAGE_DETAIL_CHARS)
     elif exit_code != 0:
         error_kind = "claude_output"
@@ -680,16 +726,14 @@ def _failure(
     )
 
 
-def _timed_out(
-    step: StepSpec, command: str, stdout: str, stderr: str, started: float
-) -> StepOutcome:
+def _timed_out(step: StepSpec, shown: str, stdout: str, stderr: str, started: float) -> StepOutcome:
     return StepOutcome(
         ok=False,
         exit_code=None,
         timed_out=True,
         stdout=stdout,
         stderr=stderr,
-        error=f"step timed out after {step.timeout:g}s: {_short(command)}",
+        error=f"step timed out after {step.timeout:g}s: {_short(shown)}",
         error_kind="timeout",
         duration_s=time.monotonic() - started,
     )

@@ -12,7 +12,7 @@ import os
 import re
 import types
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -23,7 +23,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -42,6 +44,16 @@ from prodigy.errors import InputError, UsageError, WorkflowError
 from prodigy.interpolate import parse_reference, referenced_names, to_text
 from prodigy.item_filter import FilterSyntaxError, compile_filter
 from prodigy.items import compile_json_path, json_path_reason, parse_sort_by
+from prodigy.secrets import (
+    EnvEntry,
+    Environment,
+    EnvironmentProblem,
+    Masker,
+    SecretSource,
+    masker_for,
+    parse_secret_shorthand,
+    resolve_environment,
+)
 
 # Names the runner itself defines; a workflow may not reuse them for env keys or captures.
 ITEM_VARIABLES = frozenset({"item", "item_index", "item_id", "attempt"})
@@ -124,6 +136,81 @@ EnvMapping = Annotated[dict[str, str], BeforeValidator(_env_mapping)]
 class _Model(BaseModel):
     # strict: YAML already types its scalars, so "5" for an integer is a mistake to report.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_by_name=True)
+
+
+class EnvValue(_Model):
+    """The mapping form of an env entry: `{secret: true, value: "${NAME}"}`. `${NAME}` in it
+    is read from the environment when the workflow is loaded (SPEC §9)."""
+
+    value: str
+    secret: bool = False
+
+
+def _env_values(value: Any) -> Any:
+    """Like EnvMapping, but an entry may also be an EnvValue mapping."""
+    if not isinstance(value, dict):
+        return value
+    plain = {k: v for k, v in value.items() if not isinstance(v, dict)}
+    converted = _env_mapping(plain)
+    return {k: v if isinstance(v, dict) else converted[k] for k, v in value.items()}
+
+
+# Tags of union members appear in pydantic's error locations; the NUL (which no YAML key can
+# hold) marks them so that `_problem_from_error` drops them.
+_TAG = "\x00"
+
+
+def _env_value_kind(value: Any) -> str:
+    # Called on YAML data when validating, and on the model when serialising.
+    return f"{_TAG}mapping" if isinstance(value, dict | EnvValue) else f"{_TAG}text"
+
+
+EnvValues = Annotated[
+    dict[
+        str,
+        Annotated[
+            Annotated[str, Tag(f"{_TAG}text")] | Annotated[EnvValue, Tag(f"{_TAG}mapping")],
+            Discriminator(_env_value_kind),
+        ],
+    ],
+    BeforeValidator(_env_values),
+]
+
+
+class SecretSpec(_Model):
+    provider: Literal["env", "file"]
+    key: str = Field(min_length=1)
+
+
+def _secret_spec(value: Any) -> Any:
+    if isinstance(value, str):
+        name = parse_secret_shorthand(value)
+        if name is None:
+            # Never quoted back: a string here may be a secret written inline by mistake.
+            raise _rule(
+                'must be "${env:NAME}" (the environment variable NAME) or a mapping '
+                "{provider: env | file, key: ...}, got a string that is neither; keep secret "
+                "values out of the workflow file"
+            )
+        return {"provider": "env", "key": name}
+    return value
+
+
+def _secret_names(value: Any) -> Any:
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str) or _NAME.fullmatch(key) is None:
+                raise _rule(
+                    f"has the key {_shown(key)}, which is not a variable name "
+                    "(letters, digits and underscores, not starting with a digit)"
+                )
+    return value
+
+
+SecretsMapping = Annotated[
+    dict[str, Annotated[SecretSpec, BeforeValidator(_secret_spec)]],
+    BeforeValidator(_secret_names),
+]
 
 
 class WriteFile(_Model):
@@ -250,7 +337,11 @@ class ExecutorConfig(_Model):
 class Workflow(_Model):
     name: str = Field(min_length=1)
     mode: Literal["mapreduce"]
-    env: EnvMapping = {}
+    env: EnvValues = {}
+    # SPEC §9: env_files, then env, then the chosen profile, then secrets (see secrets.py).
+    env_files: list[Annotated[str, Field(min_length=1)]] = []
+    profiles: dict[str, EnvValues] = {}
+    secrets: SecretsMapping = {}
     setup: SetupPhase | None = None
     map: MapPhase
     reduce: list[Step] = []
@@ -262,18 +353,40 @@ class Workflow(_Model):
     # Set by load_workflow, never read from YAML (the loader refuses them as keys).
     source_path: Path = Field(default=Path(), exclude=True)
     source_hash: str = Field(default="", exclude=True)
+    # The resolved environment (env_files, env, profile, secrets) and the secret values in it.
+    environment: dict[str, str] = Field(default={}, exclude=True)
+    secret_values: tuple[str, ...] = Field(default=(), exclude=True)
+    profile: str | None = Field(default=None, exclude=True)
 
-    @field_validator("env")
+    @field_validator("env", "secrets")
     @classmethod
-    def _env_not_reserved(cls, value: dict[str, str]) -> dict[str, str]:
+    def _env_not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
         for key in value:
             if key in RESERVED_NAMES:
                 raise _rule(f"cannot define '{key}', a name prodigy defines itself")
         return value
 
+    @field_validator("profiles")
+    @classmethod
+    def _profiles_not_reserved(cls, value: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        for name, entries in value.items():
+            for key in entries:
+                if key in RESERVED_NAMES:
+                    raise _rule(
+                        f"profile '{name}' cannot define '{key}', a name prodigy defines itself"
+                    )
+        return value
+
+    @property
+    def masker(self) -> Masker:
+        """Masks this run's secret values (SPEC §9) in everything prodigy keeps or prints."""
+        return masker_for(self.secret_values)
+
     def config_json(self) -> dict[str, Any]:
-        """The validated configuration as plain JSON data, for storing in checkpoints."""
-        return self.model_dump(mode="json")
+        """The validated configuration as plain JSON data, for storing in checkpoints; a
+        secret value written in it (an inline env value, say) is masked."""
+        config: dict[str, Any] = self.masker.mask_data(self.model_dump(mode="json"))
+        return config
 
     def uses_claude(self) -> bool:
         return any(step.kind == "claude" for _, step in _all_steps(self))
@@ -317,13 +430,19 @@ class _ProblemFound(Exception):
         self.problem = problem
 
 
-_INTERNAL_KEYS = ("source_path", "source_hash")
+_INTERNAL_KEYS = ("source_path", "source_hash", "environment", "secret_values", "profile")
 _MAX_DEPTH = 100  # levels of YAML nesting; a workflow needs a dozen
 _MAX_VALUES = 10_000  # mappings, lists and scalars; a workflow needs hundreds at most
 
 
-def load_workflow(path: Path) -> Workflow:
-    """Read, parse and validate a workflow file; raise WorkflowError naming FILE:LINE:COLUMN."""
+def load_workflow(
+    path: Path, profile: str | None = None, process_env: Mapping[str, str] | None = None
+) -> Workflow:
+    """Read, parse and validate a workflow file; raise WorkflowError naming FILE:LINE:COLUMN.
+
+    Its environment is resolved too (SPEC §9): env_files and `provider: file` secrets are
+    read relative to the workflow file, the environment ones from `process_env` (default:
+    prodigy's own), and `profile` is chosen."""
     if path.is_dir():
         raise UsageError(f"workflow file not found: {path} is a directory")
     try:
@@ -331,16 +450,28 @@ def load_workflow(path: Path) -> Workflow:
     except FileNotFoundError:
         raise UsageError(f"workflow file not found: {path}") from None
     except OSError as exc:
-        raise WorkflowError(f"cannot read workflow file {path}: {exc.strerror}") from None
+        raise WorkflowError(f"cannot read workflow file {path}: {exc.strerror or exc}") from None
+    sources = _Sources(path.parent, profile, os.environ if process_env is None else process_env)
     try:
-        problems, workflow = _load(data)
+        problems, workflow = _load(data, sources)
     except _ProblemFound as found:
         problems, workflow = [found.problem], None
+    except EnvironmentProblem as problem:  # in another file (a .env file): named there
+        raise WorkflowError(unbroken(f"{problem.at}: {problem.sentence}")) from None
     if problems or workflow is None:
         raise WorkflowError(_report(path, problems))
     return workflow.model_copy(
         update={"source_path": path, "source_hash": hashlib.sha256(data).hexdigest()}
     )
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Where a workflow's environment comes from, besides the file itself."""
+
+    base_dir: Path
+    profile: str | None
+    process_env: Mapping[str, str]
 
 
 def _report(path: Path, problems: list[_Problem]) -> str:
@@ -353,7 +484,7 @@ def _report(path: Path, problems: list[_Problem]) -> str:
     return unbroken(message)
 
 
-def _load(data: bytes) -> tuple[list[_Problem], Workflow | None]:
+def _load(data: bytes, sources: _Sources) -> tuple[list[_Problem], Workflow | None]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -383,8 +514,45 @@ def _load(data: bytes) -> tuple[list[_Problem], Workflow | None]:
         workflow = Workflow.model_validate(_plain(tree, (0, 0)))
     except ValidationError as exc:
         return [_problem_from_error(tree, error) for error in exc.errors()], None
+    try:
+        environment = _environment(workflow, sources)
+    except EnvironmentProblem as problem:
+        if problem.at is not None:
+            raise
+        spot = _locate(tree, problem.loc)
+        return [_Problem(spot.line, spot.column, problem.sentence)], None
+    workflow = workflow.model_copy(
+        update={
+            "environment": environment.values,
+            "secret_values": environment.secret_values,
+            "profile": environment.profile,
+        }
+    )
     problems = _check_json_path(tree, workflow) + _check_item_settings(tree, workflow)
     return problems + _check_variables(tree, workflow), workflow
+
+
+def _entries(values: Mapping[str, str | EnvValue]) -> dict[str, EnvEntry]:
+    return {
+        key: EnvEntry(value)
+        if isinstance(value, str)
+        else EnvEntry(value.value, value.secret, True)
+        for key, value in values.items()
+    }
+
+
+def _environment(workflow: Workflow, sources: _Sources) -> Environment:
+    return resolve_environment(
+        env_files=workflow.env_files,
+        env=_entries(workflow.env),
+        profiles={name: _entries(values) for name, values in workflow.profiles.items()},
+        secrets={
+            name: SecretSource(spec.provider, spec.key) for name, spec in workflow.secrets.items()
+        },
+        profile=sources.profile,
+        base_dir=sources.base_dir,
+        process_env=sources.process_env,
+    )
 
 
 class _Constructor(RoundTripConstructor):
@@ -570,7 +738,9 @@ _TYPE_WORDS = {
 
 def _problem_from_error(tree: CommentedMap, error: Any) -> _Problem:
     kind: str = error["type"]
-    loc: tuple[str | int, ...] = tuple(error["loc"])
+    loc: tuple[str | int, ...] = tuple(
+        part for part in error["loc"] if not (isinstance(part, str) and part.startswith(_TAG))
+    )
     ctx: dict[str, Any] = error.get("ctx") or {}
     got = _shown(error.get("input"))
     if kind in ("missing", "extra_forbidden") and loc:
@@ -614,12 +784,20 @@ def _unknown_key(key: str | int, parent_loc: Sequence[str | int], where: str) ->
     return f"unknown key '{key}' {place}; the keys allowed there are {', '.join(allowed)}"
 
 
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def _model_of(annotation: Any) -> Any:
-    """Strip Optional, list and Annotated down to the model (or other type) inside."""
+    """Strip Optional, list and Annotated down to the model (or other type) inside; of a
+    union, the member that is a model (an env value: text, or a mapping)."""
     while True:
         origin = get_origin(annotation)
-        if origin in (Union, types.UnionType, list, Annotated):
-            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        if origin in (Annotated, list):
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            members = [a for a in get_args(annotation) if a is not type(None)]
+            annotation = next((m for m in members if _is_model(_model_of(m))), members[0])
         else:
             return annotation
 
@@ -636,6 +814,8 @@ def _allowed_keys(loc: Sequence[str | int]) -> list[str]:
             if field is None:
                 return []
             model = field.annotation
+        elif isinstance(part, str) and get_origin(model) is dict:
+            model = get_args(model)[1]  # a key of a mapping such as env or profiles
     model = _model_of(model)
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return []
@@ -707,7 +887,7 @@ def _check_variables(tree: CommentedMap, workflow: Workflow) -> list[_Problem]:
         for phase, _, step in _step_locs(workflow)
         if phase != "map" and step.capture_output
     }
-    known = set(workflow.env) | captures | {"job_id"}
+    known = set(workflow.environment) | captures | {"job_id"}
     problems: list[_Problem] = []
     for phase, loc, step in _step_locs(workflow):
         problems += _check_step(tree, phase, loc, step, known, handler=False)

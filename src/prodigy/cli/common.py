@@ -42,15 +42,17 @@ def check_claude(workflow: Workflow) -> None:
 
 
 def load_job_workflow(
-    job: JobDir, path: Path, workflow_hash: str, skip_validation: bool
+    job: JobDir, path: Path, workflow_hash: str, skip_validation: bool, profile: str | None = None
 ) -> Workflow:
+    """The job's workflow loaded back, with `profile` (the one chosen at cook unless a new
+    --profile overrides it); its secrets are read again from the environment."""
     if not path.exists():
         raise ProdigyError(
             f"Workflow file not found: {path} (job {job.job_id} was started from it).",
             hint="Restore it or recreate a workflow with the same structure at that path, then "
             f"run `prodigy resume-job {job.job_id}` again.",
         )
-    workflow = load_workflow(path)
+    workflow = load_workflow(path, profile)
     if workflow.source_hash != workflow_hash and not skip_validation:
         raise ProdigyError(
             f"Workflow file {path} has changed since job {job.job_id} started, so resuming "

@@ -147,7 +147,9 @@ def _reprocess_locked(
         say(f"No DLQ items to reprocess in job {job.job_id}.")
         return 0
     # A changed template is allowed here: fixing it is a common reason to reprocess.
-    workflow = load_job_workflow(job, Path(meta.workflow_path), meta.workflow_hash, True)
+    workflow = load_job_workflow(
+        job, Path(meta.workflow_path), meta.workflow_hash, True, meta.profile or None
+    )
     check_claude(workflow)
     say(f"Processing {plural(len(chosen), 'DLQ item')}...")
     status_before = state.ended

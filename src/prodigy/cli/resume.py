@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import msgspec
 
 from prodigy.checkpoint import CheckpointHead, newest_checkpoint, read_checkpoint
 from prodigy.cli.common import check_claude, claude_bin, execute, load_job_workflow, verbose
@@ -115,6 +116,7 @@ class ResumeRequest:
     extra_retries: int = 0
     skip_validation: bool = False
     from_checkpoint: int | None = None
+    profile: str | None = None  # --profile: overrides (and replaces) the job's remembered one
 
 
 @dataclass(frozen=True)
@@ -285,9 +287,10 @@ def resume_job_id(
     max_additional_retries: int = 0,
     skip_validation: bool = False,
     from_checkpoint: int | None = None,
+    profile: str | None = None,
 ) -> int:
     request = ResumeRequest(
-        force, max_parallel, max_additional_retries, skip_validation, from_checkpoint
+        force, max_parallel, max_additional_retries, skip_validation, from_checkpoint, profile
     )
     job = find_job(job_id)
     lock = JobLock(job.lock, job.job_id, "resume")
@@ -338,6 +341,8 @@ class _StoppedJob:
 
 def _load_stopped_job(job: JobDir, request: ResumeRequest) -> _StoppedJob:
     meta = read_job_metadata(job)
+    if request.profile is not None:
+        meta = msgspec.structs.replace(meta, profile=request.profile)
     checkpoint, latest_damaged = _read_latest_checkpoint(job, request)
     state, restored = _load_run_state(job, checkpoint, request)
     if checkpoint is not None and not request.skip_validation and not restored:
@@ -348,7 +353,11 @@ def _load_stopped_job(job: JobDir, request: ResumeRequest) -> _StoppedJob:
             state,
         )
     workflow = load_job_workflow(
-        job, Path(meta.workflow_path), meta.workflow_hash, request.skip_validation
+        job,
+        Path(meta.workflow_path),
+        meta.workflow_hash,
+        request.skip_validation,
+        meta.profile or None,
     )
     check_claude(workflow)
     return _StoppedJob(meta, state, workflow, latest_damaged)
@@ -472,15 +481,21 @@ def _newest_unfinished_job() -> str:
     )
 
 
+_profile_option = click.option(
+    "--profile", metavar="NAME", help="Use the workflow's profile NAME (default: the job's own)."
+)
+
+
 @click.command("resume")
 @click.argument("job_id", required=False)
 @click.option("-y", "--yes", is_flag=True, help="Answer yes to every question.")
 @click.option("--executor", metavar="local|dask://HOST:PORT", help="Where agents run.")
-def resume(job_id: str | None, yes: bool, executor: str | None) -> int:
+@_profile_option
+def resume(job_id: str | None, yes: bool, executor: str | None, profile: str | None) -> int:
     """Resume the newest unfinished job of this repository (or JOB_ID)."""
     Settings.yes = yes
     Settings.executor = executor
-    return resume_job_id(job_id or _newest_unfinished_job())
+    return resume_job_id(job_id or _newest_unfinished_job(), profile=profile)
 
 
 @click.command("resume-job")
@@ -503,6 +518,7 @@ def resume(job_id: str | None, yes: bool, executor: str | None) -> int:
     is_flag=True,
     help="A line per ended attempt; tracebacks on errors.",
 )
+@_profile_option
 def resume_job(
     job_id: str,
     yes: bool,
@@ -513,6 +529,7 @@ def resume_job(
     skip_validation: bool,
     from_checkpoint: int | None,
     verbose_flag: bool,
+    profile: str | None,
 ) -> int:
     """Resume one job by id."""
     Settings.yes = yes
@@ -520,5 +537,11 @@ def resume_job(
     if verbose_flag:
         Settings.verbose = max(Settings.verbose, 1)
     return resume_job_id(
-        job_id, force, max_parallel, max_additional_retries, skip_validation, from_checkpoint
+        job_id,
+        force,
+        max_parallel,
+        max_additional_retries,
+        skip_validation,
+        from_checkpoint,
+        profile,
     )

@@ -13,12 +13,13 @@ from prodigy.cli.common import check_claude, claude_bin, execute, verbose
 from prodigy.cli.output import Settings, say, warn
 from prodigy.display import one_line, plural
 from prodigy.engine import RunOptions, base_environment, item_spec
-from prodigy.errors import WorkflowError
+from prodigy.errors import ProdigyError, WorkflowError
 from prodigy.events import JobStarted
 from prodigy.executors import choose_executor
 from prodigy.items import WorkItem, load_items, stream_items
 from prodigy.job import Isolation, create_job, metadata_document
 from prodigy.lock import JobLock
+from prodigy.secrets import Masker
 from prodigy.state import JobState
 from prodigy.store import Repository, find_repository
 from prodigy.workflow import Workflow, load_workflow
@@ -38,6 +39,20 @@ class _CheckedItems:
 
 
 def _check_items(workflow: Workflow, max_items: int | None, root: Path) -> _CheckedItems:
+    try:
+        checked, warnings = _read_items(workflow, max_items, root)
+    except ProdigyError as exc:
+        # An input command's message quotes the command and its stderr (SPEC §9).
+        message = workflow.masker.mask(exc.message)
+        raise ProdigyError(message, hint=exc.hint, exit_code=exc.exit_code) from None
+    for warning in warnings:
+        warn(f"warning: {workflow.masker.mask(warning)}")
+    return checked
+
+
+def _read_items(
+    workflow: Workflow, max_items: int | None, root: Path
+) -> tuple[_CheckedItems, list[str]]:
     spec = item_spec(workflow, max_items)
     streamed = stream_items(spec, root)
     if streamed is not None:
@@ -52,14 +67,13 @@ def _check_items(workflow: Workflow, max_items: int | None, root: Path) -> _Chec
         loaded = load_items(spec, root, base_environment(workflow))
         warnings = loaded.warnings
         checked = _CheckedItems(len(loaded.items), loaded.items[: PREVIEW_ITEMS + 1], loaded.items)
-    for warning in warnings:
-        warn(f"warning: {warning}")
-    return checked
+    return checked, warnings
 
 
-def _preview(items: _CheckedItems) -> None:
+def _preview(items: _CheckedItems, masker: Masker) -> None:
     for item in items.first[:PREVIEW_ITEMS]:
-        say(f"  {item.id}  {one_line(msgspec.json.encode(item.data).decode(), 100)}")
+        data = masker.mask(msgspec.json.encode(item.data).decode())
+        say(f"  {item.id}  {one_line(data, 100)}")
     if items.count > PREVIEW_ITEMS:
         say(f"  ... and {items.count - PREVIEW_ITEMS} more")
 
@@ -73,7 +87,7 @@ def _dry_run(workflow: Workflow, items: _CheckedItems | None, max_parallel: int)
         )
     if items is not None:
         say(f"{plural(items.count, 'item')} would run, {max_parallel} at a time:")
-        _preview(items)
+        _preview(items, workflow.masker)
     say(f"Reduce: {plural(len(workflow.reduce), 'step')}.")
     return 0
 
@@ -99,9 +113,13 @@ def _isolation(workflow: Workflow, repo: Repository) -> tuple[Isolation, str]:
 
 
 def cook_workflow(
-    workflow_file: Path, max_parallel: int | None, max_items: int | None, dry_run: bool
+    workflow_file: Path,
+    max_parallel: int | None,
+    max_items: int | None,
+    dry_run: bool,
+    profile: str | None = None,
 ) -> int:
-    workflow = load_workflow(workflow_file)
+    workflow = load_workflow(workflow_file, profile)
     check_claude(workflow)
     repo = find_repository(Path.cwd())
     isolation, base_commit = _isolation(workflow, repo)
@@ -125,6 +143,7 @@ def cook_workflow(
         isolation=isolation,
         base_commit=base_commit,
         base_branch=(current_branch(repo.root) or "") if isolation == "worktree" else "",
+        profile=profile or "",
     )
     lock = JobLock(job.lock, job.job_id, "cook")
     lock.acquire()
@@ -154,6 +173,7 @@ _options = [
     click.option("-y", "--yes", is_flag=True, help="Answer yes to every question."),
     click.option("--executor", metavar="local|dask://HOST:PORT", help="Where agents run."),
     click.option("--dry-run", is_flag=True, help="Validate and list the items; run nothing."),
+    click.option("--profile", metavar="NAME", help="Use the workflow's profile NAME (env values)."),
 ]
 
 
@@ -165,10 +185,11 @@ def _command(name: str, help_text: str) -> click.Command:
         yes: bool,
         executor: str | None,
         dry_run: bool,
+        profile: str | None,
     ) -> int:
         Settings.yes = yes
         Settings.executor = executor
-        return cook_workflow(workflow_file, max_parallel, max_items, dry_run)
+        return cook_workflow(workflow_file, max_parallel, max_items, dry_run, profile)
 
     decorated: Callable[..., int] = callback
     for option in reversed(_options):
