@@ -21,6 +21,7 @@ import msgspec
 from prodigy.attempt_log import AttemptLog
 from prodigy.errors import StateError
 from prodigy.job import ItemsFile, StoredMetadata, read_stored_metadata
+from prodigy.journal import decode_line, decode_lines
 from prodigy.lock import LockHolder
 from prodigy.state import JobState, Record, RolledBack, apply_record, replay
 from prodigy.store import JobDir
@@ -28,7 +29,6 @@ from prodigy.store import JobDir
 PROC_LOCKS = Path("/proc/locks")
 READ_CHUNK = 8 << 20
 
-_record_decoder: msgspec.json.Decoder[Record] = msgspec.json.Decoder(Record)
 
 
 @contextmanager
@@ -212,7 +212,7 @@ class JobWatch:
         self.problems.pop("journal", None)
         try:
             with _collector_paused():
-                records = _record_decoder.decode_lines(data)
+                records = decode_lines(data)
         except msgspec.DecodeError:
             records = self._decode_until_damage(data)
         if any(isinstance(r, RolledBack) for r in records):
@@ -232,7 +232,7 @@ class JobWatch:
         offset = self._journal.consumed - len(data)
         for number, line in enumerate(lines):
             try:
-                records.append(_record_decoder.decode(line))
+                records.append(decode_line(line))
             except msgspec.DecodeError as exc:
                 self._journal.consumed = offset
                 if number < len(lines) - 1:
@@ -253,7 +253,7 @@ class JobWatch:
         data = self._journal.read()
         with _collector_paused():
             try:
-                records = _record_decoder.decode_lines(data)
+                records = decode_lines(data)
             except msgspec.DecodeError:
                 records = self._decode_until_damage(data)
             self.state = replay(records)

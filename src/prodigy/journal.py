@@ -62,6 +62,17 @@ def _decode(body: bytes) -> Record:
     return record.expanded() if isinstance(record, Succeeded) else record
 
 
+def decode_lines(data: bytes) -> list[Record]:
+    """Whole journal lines decoded at once (for readers that follow the file: checksums are
+    not checked); msgspec.DecodeError if one does not decode."""
+    return [r.expanded() if isinstance(r, Succeeded) else r for r in _decoder.decode_lines(data)]
+
+
+def decode_line(line: bytes) -> Record:
+    """One journal line (its checksum not checked); msgspec.DecodeError if it does not decode."""
+    return _decode(line)
+
+
 # Each line ends with its own checksum, `..."crc":"1a2b3c4d"}`: damage before the last line is
 # told from a torn tail, even when the damaged line still parses. Readers that do not know
 # about it (jq, tests) see one more field.
