@@ -223,3 +223,16 @@ def checkpoint_items(job: Path, document: dict[str, Any] | None = None) -> list[
             item["failed_attempts"] = extra["failed_attempts"]
         out.append(item)
     return out
+
+
+def ended_records(job: Path) -> list[dict[str, Any]]:
+    """The journal's ended attempts as `attempt_ended` objects (whole lines only; the short
+    form of a plain success, `{"type": "succeeded", ...}`, read as the record it stands for)."""
+    from prodigy.journal import read_journal
+    from prodigy.state import AttemptEnded
+
+    return [
+        {"type": "attempt_ended", **msgspec.to_builtins(record)}
+        for record in read_journal(job / "journal.jsonl").records
+        if isinstance(record, AttemptEnded)
+    ]

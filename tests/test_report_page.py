@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 from prodigy.job_watch import JobWatch
@@ -15,12 +14,10 @@ from synthetic_job import write_job
 
 def test_a_big_job_is_aggregated_and_its_page_stays_small(tmp_path: Path) -> None:
     job = write_job(tmp_path, 100_000, parallel=8, fail_every=50, cost_usd=0.01)
-    started = time.perf_counter()
     watch = JobWatch(job)
     watch.refresh()
     report = build_report(watch)
     html = render_page(report)
-    took = time.perf_counter() - started
     timeline = report.timeline
     assert timeline.aggregated and len(timeline.bars) == DETAIL_BARS
     assert timeline.cells and len(timeline.cells) <= 8 * 240
@@ -28,11 +25,7 @@ def test_a_big_job_is_aggregated_and_its_page_stays_small(tmp_path: Path) -> Non
     assert len(report.dlq.items) == 100 and report.dlq.more == 1_900
     assert len(report.failures[0].item_ids) == 20 and report.failures[0].more == 1_980
     assert len(html) < 600_000, len(html)
-    # About a second on an idle 2-core machine; generous here, since tests run side by side.
-    assert took < 8, took
-    started = time.perf_counter()
-    watch.refresh()
-    assert time.perf_counter() - started < 0.5, "a second look reads only what was appended"
+    assert not watch.refresh(), "a second look reads only what was appended: nothing"
 
 
 def test_the_page_makes_no_request(tmp_path: Path) -> None:

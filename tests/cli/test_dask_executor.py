@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, checkpoint_items, job_id_of, wait_for
+from conftest import Env, checkpoint_items, ended_records, job_id_of, wait_for
 
 pytest.importorskip("distributed")
 
@@ -197,8 +197,7 @@ def test_a_worker_killed_mid_item_and_the_job_still_finishes_once_each(
     latest = json.loads((job.job_dir(job_id) / "latest.json").read_text())
     items = checkpoint_items(job.job_dir(job_id), latest)
     assert [(i["status"], i["attempts"]) for i in items] == [("succeeded", 1)] * 4
-    journal = (job.job_dir(job_id) / "journal.jsonl").read_text().splitlines()
-    ended = [json.loads(line) for line in journal if '"attempt_ended"' in line]
+    ended = ended_records(job.job_dir(job_id))
     assert sorted(record["index"] for record in ended) == [0, 1, 2, 3]
     assert json.loads(job.run("dlq", "list", job_id, "--json").stdout) == []
     wait_for(lambda: worker_count(cluster.address) == 2, timeout=60, what="the worker back")
@@ -241,8 +240,7 @@ def test_agents_on_workers_end_with_the_coordinator_and_resume_finishes(
     wait_for(lambda: agents_gone(job), timeout=15, what="the agents on the workers to end")
     job_id = next(p.name for p in job.jobs_dir().iterdir())
     # Finished = recorded as succeeded; such an item must never run again.
-    journal = (job.job_dir(job_id) / "journal.jsonl").read_text().splitlines()
-    recorded = [json.loads(line) for line in journal if '"attempt_ended"' in line]
+    recorded = ended_records(job.job_dir(job_id))
     finished = {f"item_{r['index']}" for r in recorded if r["outcome"] == "succeeded"}
     runs_before = Counter(line[0] for line in runs(job))
     for n in range(3, 6):

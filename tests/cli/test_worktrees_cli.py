@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, hold, job_id_of, release, wait_for
+from conftest import Env, ended_records, hold, job_id_of, release, wait_for
 
 # Each agent commits a file of its own in its worktree, then fails if its item says so (its
 # commit stays on its branch, merged nowhere). An agent whose hold file exists waits first.
@@ -90,8 +90,7 @@ def rows(output: str) -> list[list[str]]:
 
 def dead_attempt(world: Env, job_id: str) -> dict[str, str]:
     """The failed attempt as the journal records it (its DLQ entry's last attempt)."""
-    journal = (world.job_dir(job_id) / "journal.jsonl").read_text().splitlines()
-    ended = [json.loads(line) for line in journal if '"attempt_ended"' in line]
+    ended = ended_records(world.job_dir(job_id))
     dead = [record["result"] for record in ended if record["outcome"] == "dead"]
     assert len(dead) == 1
     result: dict[str, str] = dead[0]

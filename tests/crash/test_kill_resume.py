@@ -205,7 +205,8 @@ def journal_successes(w: Env, job: str) -> list[str]:
     return [
         f"item_{r['index']}"
         for r in journal_records(w, job)
-        if r.get("type") == "attempt_ended" and r.get("outcome") == "succeeded"
+        if r.get("type") == "succeeded"
+        or (r.get("type") == "attempt_ended" and r.get("outcome") == "succeeded")
     ]
 
 
