@@ -77,107 +77,83 @@ def read_pid(path: Path) -> int:
     return int(path.read_text().strip())
 
 
-# -- shell -------------------------------------------------------------------------------------
+@pytest.fixture(params=["posix_spawn", "popen"])
+def start_path(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Steps start with posix_spawn in the coordinator's own directory and with Popen in
+    another (posix_spawn cannot change directory): run the test both ways."""
+    if request.param == "posix_spawn":
+        monkeypatch.chdir(tmp_path)
+    return str(request.param)
 
 
-def test_shell_success_captures_stdout_and_stderr(tmp_path: Path) -> None:
-    out = run(shell("echo hello; echo warn >&2"), make_ctx(tmp_path))
-    assert out.ok and out.exit_code == 0 and not out.timed_out
-    assert out.stdout == "hello\n"
-    assert out.stderr == "warn\n"
-    assert out.error is None and out.error_kind is None
-    assert out.duration_s >= 0
+_SURROUNDINGS = """
+import os, signal
+print(os.getsid(0) == os.getpid(), os.getpgrp() == os.getpid())
+print(os.readlink("/proc/self/fd/0"))
+ignored = int(os.environ["IGNORED"].split()[1], 16)  # bash's, before Python ignores SIGPIPE
+print(not ignored & (1 << (signal.SIGPIPE - 1)))
+print(os.getcwd())
+print(os.environ["STEP_VAR"])
+print(sorted(int(fd) for fd in os.listdir("/proc/self/fd")))
+"""
 
 
-def test_shell_runs_in_cwd_with_variables(tmp_path: Path) -> None:
-    out = run(shell("pwd; echo '${item.path}'"), make_ctx(tmp_path, {"item": {"path": "a b"}}))
-    assert out.stdout.splitlines() == [str(tmp_path), "a b"]
-
-
-def test_nonzero_exit_names_code_command_and_last_stderr_line(tmp_path: Path) -> None:
-    out = run(shell("echo first >&2; echo 'the real problem' >&2; exit 3"), make_ctx(tmp_path))
-    assert not out.ok
-    assert out.exit_code == 3
-    assert out.error_kind == "exit_code"
-    assert out.error is not None
-    assert out.error.startswith("command exited with code 3: echo first")
-    assert out.error.endswith("last stderr line: the real problem")
-
-
-def test_long_command_is_shortened_in_the_message(tmp_path: Path) -> None:
-    command = "false # " + "x" * 500
-    out = run(shell(command), make_ctx(tmp_path))
-    assert out.error is not None
-    assert len(out.error) < 300
-    assert "…" in out.error
-
-
-def test_output_tails_keep_the_end_of_both_streams(tmp_path: Path) -> None:
-    # Both pipes far beyond the pipe buffer: only concurrent reading avoids a deadlock.
-    command = (
-        "head -c 1000000 /dev/zero | tr '\\0' e >&2; echo ERR-END >&2; "
-        "head -c 1000000 /dev/zero | tr '\\0' o; echo OUT-END"
+def test_a_step_process_starts_alone_in_a_clean_state(tmp_path: Path, start_path: str) -> None:
+    """Its own session and group, stdin from /dev/null, signals at their defaults, in its
+    directory with its environment, and no descriptor but its stdout and stderr."""
+    script = tmp_path / "surroundings.py"
+    script.write_text(_SURROUNDINGS)
+    out = run(
+        shell(
+            f"IGNORED=$(grep SigIgn /proc/$$/status) exec {sys.executable} {script}",
+            env={"STEP_VAR": "v"},
+        ),
+        make_ctx(tmp_path),
     )
-    out = run(shell(command), make_ctx(tmp_path, output_limit=20))
-    assert out.ok
-    assert out.stdout == "o" * 12 + "OUT-END\n"
-    assert out.stderr == "e" * 12 + "ERR-END\n"
-
-
-def test_missing_variable_fails_without_running(tmp_path: Path) -> None:
-    out = run(shell("touch ran; echo ${nope}"), make_ctx(tmp_path))
-    assert not out.ok
-    assert out.error_kind == "missing_variable"
-    assert out.error == "variable ${nope} is not defined"
-    assert not (tmp_path / "ran").exists()
-
-
-def test_missing_item_field_in_env_value(tmp_path: Path) -> None:
-    step = shell("true", env={"X": "${item.size}"})
-    out = run(step, make_ctx(tmp_path, {"item": {"path": "a"}}))
-    assert out.error_kind == "missing_variable"
-    assert out.error is not None and "size" in out.error
-
-
-def test_step_env_is_layered_on_the_base_environment(tmp_path: Path) -> None:
-    step = shell('echo "$A $B $C"', env={"B": "${v}", "C": "plain"})
-    ctx = make_ctx(tmp_path, {"v": "from-step"}, env={"A": "base-a", "B": "base-b"})
-    out = run(step, ctx)
-    assert out.stdout == "base-a from-step plain\n"
-
-
-def test_huge_command_goes_through_a_script_file(tmp_path: Path) -> None:
-    payload = "a" * 200_000
-    # `$${#x}` is the escape for a literal `${#x}`, bash's string length.
-    out = run(shell(f"x={payload}; echo $${{#x}}"), make_ctx(tmp_path))
     assert out.ok, out.error
-    assert out.stdout == "200000\n"
-    assert list((tmp_path / "scratch").iterdir()) == []
+    lines = out.stdout.splitlines()
+    assert lines[:5] == ["True True", os.devnull, "True", str(tmp_path), "v"]
+    assert json.loads(lines[5]) == [0, 1, 2, 3]  # 3: the one listdir reads the list through
 
 
-def test_working_dir_relative_to_cwd(tmp_path: Path) -> None:
-    (tmp_path / "sub" / "dir").mkdir(parents=True)
-    out = run(shell("pwd", working_dir="sub/${d}"), make_ctx(tmp_path, {"d": "dir"}))
-    assert out.stdout == f"{tmp_path / 'sub' / 'dir'}\n"
+_STEP_WITH_INHERITED_DESCRIPTOR = """
+import asyncio, os, sys
+from pathlib import Path
+from prodigy.steps import StepContext, StepSpec, run_step
+here = Path(sys.argv[1])
+if sys.argv[2] == "posix_spawn":
+    os.chdir(here)
+ctx = StepContext(here, dict(os.environ), {}, "claude", here / "scratch")
+out = asyncio.run(run_step(StepSpec(kind="shell", command="ls /proc/$$/fd; true"), ctx))
+print(out.stdout.split())
+"""
 
 
-def test_missing_working_dir_is_a_start_error(tmp_path: Path) -> None:
-    out = run(shell("touch ran", working_dir="nowhere"), make_ctx(tmp_path))
-    assert out.error_kind == "start_error"
-    assert out.error is not None and "'nowhere' does not exist" in out.error
-    assert not (tmp_path / "ran").exists()
-
-
-def test_signal_death_reported_shell_style(tmp_path: Path) -> None:
-    out = run(shell("kill -KILL $$"), make_ctx(tmp_path))
-    assert out.exit_code == 137
-    assert out.error is not None and "SIGKILL" in out.error
+def test_descriptors_prodigy_inherited_are_not_passed_to_steps(
+    tmp_path: Path, start_path: str
+) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _STEP_WITH_INHERITED_DESCRIPTOR, str(tmp_path), start_path],
+            pass_fds=(write_end,),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['0', '1', '2']"
 
 
 # -- timeouts, leftovers, cancellation ---------------------------------------------------------
 
 
-def test_timeout_kills_grandchildren(tmp_path: Path) -> None:
+def test_timeout_kills_grandchildren(tmp_path: Path, start_path: str) -> None:
     pidfile = tmp_path / "pid"
     started = time.monotonic()
     out = run(shell(f"sleep 300 & echo $! > {pidfile}; wait", timeout=0.5), make_ctx(tmp_path))
@@ -200,7 +176,7 @@ def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) ->
     assert wait_gone(read_pid(pidfile))
 
 
-def test_background_job_left_behind_is_ended_with_the_step(tmp_path: Path) -> None:
+def test_background_job_left_behind_is_ended_with_the_step(tmp_path: Path, start_path: str) -> None:
     pidfile = tmp_path / "pid"
     started = time.monotonic()
     out = run(shell(f"sleep 300 & echo $! > {pidfile}; echo done"), make_ctx(tmp_path))
@@ -221,7 +197,7 @@ def test_escaped_process_holding_the_pipe_does_not_hang_us(tmp_path: Path) -> No
         os.kill(read_pid(pidfile), 9)
 
 
-def test_cancellation_kills_the_group_and_propagates(tmp_path: Path) -> None:
+def test_cancellation_kills_the_group_and_propagates(tmp_path: Path, start_path: str) -> None:
     bash_pid, sleep_pid = tmp_path / "bash", tmp_path / "sleep"
     step = shell(f"echo $$ > {bash_pid}; sleep 300 & echo $! > {sleep_pid}; wait")
 

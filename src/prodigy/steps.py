@@ -23,6 +23,7 @@ from typing import Any, Literal, assert_never
 import msgspec
 from ruamel.yaml import YAML
 
+from prodigy import spawn
 from prodigy.display import one_line
 from prodigy.errors import MissingVariable
 from prodigy.interpolate import render
@@ -522,15 +523,7 @@ async def _run_process(
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out_w,
-            stderr=err_w,
-            cwd=cwd,
-            env=dict(env),
-            start_new_session=True,
-        )
+        proc = await spawn.start(argv, cwd, env, out_w, err_w)
     except BaseException:
         os.close(out_r)
         os.close(err_r)
@@ -567,7 +560,7 @@ def _exit_status(returncode: int | None) -> int | None:
     return 128 - returncode if returncode is not None and returncode < 0 else returncode
 
 
-async def _end_group(proc: asyncio.subprocess.Process) -> None:
+async def _end_group(proc: spawn.Child) -> None:
     """SIGTERM the process group, SIGKILL it if anything is left after the grace; reap."""
     group = proc.pid  # start_new_session: the child leads its own group
     if _signal_group(group, signal.SIGTERM):
