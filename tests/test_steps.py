@@ -150,6 +150,103 @@ def test_descriptors_prodigy_inherited_are_not_passed_to_steps(
     assert done.stdout.strip() == "['0', '1', '2']"
 
 
+# -- shell -------------------------------------------------------------------------------------
+
+
+def test_shell_success_captures_stdout_and_stderr(tmp_path: Path, start_path: str) -> None:
+    out = run(shell("echo hello; echo warn >&2"), make_ctx(tmp_path))
+    assert out.ok and out.exit_code == 0 and not out.timed_out
+    assert out.stdout == "hello\n"
+    assert out.stderr == "warn\n"
+    assert out.error is None and out.error_kind is None
+    assert out.duration_s >= 0
+
+
+def test_shell_runs_in_cwd_with_variables(tmp_path: Path) -> None:
+    out = run(shell("pwd; echo '${item.path}'"), make_ctx(tmp_path, {"item": {"path": "a b"}}))
+    assert out.stdout.splitlines() == [str(tmp_path), "a b"]
+
+
+def test_nonzero_exit_names_code_command_and_last_stderr_line(tmp_path: Path) -> None:
+    out = run(shell("echo first >&2; echo 'the real problem' >&2; exit 3"), make_ctx(tmp_path))
+    assert not out.ok
+    assert out.exit_code == 3
+    assert out.error_kind == "exit_code"
+    assert out.error is not None
+    assert out.error.startswith("command exited with code 3: echo first")
+    assert out.error.endswith("last stderr line: the real problem")
+
+
+def test_long_command_is_shortened_in_the_message(tmp_path: Path) -> None:
+    command = "false # " + "x" * 500
+    out = run(shell(command), make_ctx(tmp_path))
+    assert out.error is not None
+    assert len(out.error) < 300
+    assert "…" in out.error
+
+
+def test_output_tails_keep_the_end_of_both_streams(tmp_path: Path, start_path: str) -> None:
+    # Both pipes far beyond the pipe buffer: only concurrent reading avoids a deadlock.
+    command = (
+        "head -c 1000000 /dev/zero | tr '\\0' e >&2; echo ERR-END >&2; "
+        "head -c 1000000 /dev/zero | tr '\\0' o; echo OUT-END"
+    )
+    out = run(shell(command), make_ctx(tmp_path, output_limit=20))
+    assert out.ok
+    assert out.stdout == "o" * 12 + "OUT-END\n"
+    assert out.stderr == "e" * 12 + "ERR-END\n"
+
+
+def test_missing_variable_fails_without_running(tmp_path: Path) -> None:
+    out = run(shell("touch ran; echo ${nope}"), make_ctx(tmp_path))
+    assert not out.ok
+    assert out.error_kind == "missing_variable"
+    assert out.error == "variable ${nope} is not defined"
+    assert not (tmp_path / "ran").exists()
+
+
+def test_missing_item_field_in_env_value(tmp_path: Path) -> None:
+    step = shell("true", env={"X": "${item.size}"})
+    out = run(step, make_ctx(tmp_path, {"item": {"path": "a"}}))
+    assert out.error_kind == "missing_variable"
+    assert out.error is not None and "size" in out.error
+
+
+def test_step_env_is_layered_on_the_base_environment(tmp_path: Path) -> None:
+    step = shell('echo "$A $B $C"', env={"B": "${v}", "C": "plain"})
+    ctx = make_ctx(tmp_path, {"v": "from-step"}, env={"A": "base-a", "B": "base-b"})
+    out = run(step, ctx)
+    assert out.stdout == "base-a from-step plain\n"
+
+
+def test_huge_command_goes_through_a_script_file(tmp_path: Path) -> None:
+    payload = "a" * 200_000
+    # `$${#x}` is the escape for a literal `${#x}`, bash's string length.
+    out = run(shell(f"x={payload}; echo $${{#x}}"), make_ctx(tmp_path))
+    assert out.ok, out.error
+    assert out.stdout == "200000\n"
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_working_dir_relative_to_cwd(tmp_path: Path) -> None:
+    (tmp_path / "sub" / "dir").mkdir(parents=True)
+    out = run(shell("pwd", working_dir="sub/${d}"), make_ctx(tmp_path, {"d": "dir"}))
+    assert out.stdout == f"{tmp_path / 'sub' / 'dir'}\n"
+
+
+def test_missing_working_dir_is_a_start_error(tmp_path: Path) -> None:
+    out = run(shell("touch ran", working_dir="nowhere"), make_ctx(tmp_path))
+    assert out.error_kind == "start_error"
+    assert out.error is not None and "'nowhere' does not exist" in out.error
+    assert not (tmp_path / "ran").exists()
+
+
+def test_signal_death_reported_shell_style(tmp_path: Path) -> None:
+    out = run(shell("kill -KILL $$"), make_ctx(tmp_path))
+    assert out.exit_code == 137
+    assert out.error is not None and "SIGKILL" in out.error
+
+
 # -- timeouts, leftovers, cancellation ---------------------------------------------------------
 
 

@@ -137,11 +137,23 @@ class AgentSpec:
     agent_timeout: float | None
 
 
+# The environment every attempt of a run shares, built once per spec: copying os.environ
+# decodes each variable again, a noticeable part of a trivial agent's cost.
+_shared: tuple[AgentSpec, dict[str, str]] | None = None
+
+
+def _shared_environment(spec: AgentSpec) -> dict[str, str]:
+    global _shared
+    shared = _shared
+    if shared is None or shared[0] is not spec:
+        shared = (spec, {**os.environ, **spec.workflow_env, "PRODIGY_JOB_ID": spec.job_id})
+        _shared = shared
+    return shared[1]
+
+
 def item_environment(spec: AgentSpec, item: WorkItem, attempt: int) -> dict[str, str]:
     return {
-        **os.environ,
-        **spec.workflow_env,
-        "PRODIGY_JOB_ID": spec.job_id,
+        **_shared_environment(spec),
         "PRODIGY_ITEM_ID": item.id,
         "PRODIGY_ITEM_INDEX": str(item.index),
         "PRODIGY_ATTEMPT": str(attempt),

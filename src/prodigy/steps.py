@@ -45,6 +45,8 @@ CLAUDE_FLAGS = ("--print", "--output-format", "json", "--dangerously-skip-permis
 MESSAGE_COMMAND_CHARS = 200
 MESSAGE_DETAIL_CHARS = 500
 _READ_CHUNK = 65_536
+_DRAIN_CHUNKS = 16
+LISTEN_AFTER_S = 0.05  # how long a step's output may wait in its pipes before we read it
 _POLL_S = 0.02
 
 
@@ -533,6 +535,10 @@ async def _run_process(
         os.close(err_w)
     watch_group(proc.pid)
     readers = (_PipeReader(loop, out_r, stdout), _PipeReader(loop, err_r, stderr))
+    # A child that ends at once leaves its output in the pipes, read then without putting the
+    # pipes on the loop (two registrations less per trivial agent); one still running after a
+    # moment has them read as it writes, before a full pipe can block it for long.
+    listen = loop.call_later(LISTEN_AFTER_S, _listen, readers)
     timed_out = False
     try:
         try:
@@ -540,9 +546,14 @@ async def _run_process(
                 await proc.wait()
         except TimeoutError:
             timed_out = True
+        listen.cancel()
         await _end_group(proc)
-        await asyncio.wait([r.eof for r in readers], timeout=PIPE_GRACE_S)
+        for reader in readers:
+            reader.drain()
+        if not all(reader.eof.done() for reader in readers):
+            await asyncio.wait([r.eof for r in readers], timeout=PIPE_GRACE_S)
     except asyncio.CancelledError:
+        listen.cancel()
         _signal_group(proc.pid, signal.SIGKILL)
         await proc.wait()
         raise
@@ -611,33 +622,58 @@ def _group_alive(group: int) -> bool:
     return False
 
 
+def _listen(readers: tuple[_PipeReader, ...]) -> None:
+    for reader in readers:
+        reader.listen()
+
+
 class _PipeReader:
-    """Reads one pipe into an OutputTail from the event loop until end of file or close()."""
+    """Reads one pipe into an OutputTail until end of file or close(): from the event loop
+    once `listen` is called, and all that is there at once on `drain`."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, sink: OutputTail):
         self._loop = loop
         self._fd = fd
         self._sink = sink
+        self._listening = False
         self.eof: asyncio.Future[None] = loop.create_future()
         os.set_blocking(fd, False)
-        loop.add_reader(fd, self._on_readable)
+
+    def listen(self) -> None:
+        if self._fd >= 0 and not self._listening:
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._listening = True
+
+    def drain(self) -> None:
+        """Read what the pipe holds; listen for more if its writers have not all gone."""
+        for _ in range(_DRAIN_CHUNKS):
+            if self._fd < 0 or not self._read():
+                return
+        self.listen()  # an escaped process keeps writing: not here, on the loop
 
     def _on_readable(self) -> None:
+        self._read()
+
+    def _read(self) -> bool:
+        """One read; False when there is nothing more to read now (or ever)."""
         try:
             chunk = os.read(self._fd, _READ_CHUNK)
         except BlockingIOError:
-            return
+            self.listen()
+            return False
         except OSError:
             chunk = b""
-        if chunk:
-            self._sink.append(chunk)
-        else:
+        if not chunk:
             self.close()
+            return False
+        self._sink.append(chunk)
+        return True
 
     def close(self) -> None:
         if self._fd < 0:
             return
-        self._loop.remove_reader(self._fd)
+        if self._listening:
+            self._loop.remove_reader(self._fd)
         os.close(self._fd)
         self._fd = -1
         if not self.eof.done():
