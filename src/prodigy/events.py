@@ -8,6 +8,7 @@ source of truth: the journal is.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -50,8 +51,21 @@ EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 END_EVENTS = frozenset({"job_completed", "job_failed", "job_stopped", "job_interrupted"})
 
 
+# The current second, formatted once: `now_iso` runs a few times per agent, and formatting a
+# local time with its offset costs more than all the rest of an event.
+_second: tuple[int, str, str] = (-1, "", "")
+
+
 def now_iso() -> str:
-    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+    """The local time to the millisecond with its offset: `2026-11-30T07:22:03.719+01:00`."""
+    global _second
+    now = time.time()
+    second = int(now)
+    cached = _second
+    if cached[0] != second:
+        text = datetime.fromtimestamp(second).astimezone().isoformat()
+        cached = _second = (second, text[:19], text[19:])
+    return f"{cached[1]}.{min(int((now - second) * 1000), 999):03d}{cached[2]}"
 
 
 # ---- the events --------------------------------------------------------------------------------

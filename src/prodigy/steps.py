@@ -542,8 +542,11 @@ async def _run_process(
     timed_out = False
     try:
         try:
-            async with asyncio.timeout(timeout):
-                await proc.wait()
+            if timeout is None:
+                await proc.wait()  # no Timeout context: most steps have none
+            else:
+                async with asyncio.timeout(timeout):
+                    await proc.wait()
         except TimeoutError:
             timed_out = True
         listen.cancel()
