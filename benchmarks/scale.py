@@ -48,8 +48,10 @@ from pathlib import Path
 
 SECTIONS = ("throughput", "scaling", "resume", "memory", "size")
 
-# The agent touches `first-agent` once `resumed` exists (after the kill): the first agent the
-# resumed run starts makes it appear. `[` is a bash builtin: no process more per item.
+# Once `resumed` exists (after the kill), each agent appends its parent's pid (the
+# coordinator's) to `first-agent`: the resumed run's pid appearing there is its first agent (an
+# agent of the killed run may live on for an instant, until the reaper's SIGKILL reaches it).
+# `[` and `echo` are bash builtins: no process more per item.
 WORKFLOW = """\
 name: scale
 mode: mapreduce
@@ -61,7 +63,7 @@ map:
     - shell: "{command}"
 """
 TRIVIAL = "true"
-MARKED = "[ -e resumed ] && : > first-agent; true"
+MARKED = "[ -e resumed ] && echo $PPID >> first-agent; true"
 
 BARE_LOOP = """
 import asyncio, shutil, sys, time
@@ -268,9 +270,17 @@ def kill_half_way_then_resume(space: Workspace, timeout: float) -> ResumeRun:
         start_new_session=True,
     )
     resume_rss = PeakRss(resumed.pid)
-    wait_until(lambda: marker.exists() or resumed.poll() is not None, timeout, "a first agent")
+    ours = f"{resumed.pid}\n"
+
+    def first_agent() -> bool:
+        try:
+            return ours in marker.read_text()
+        except FileNotFoundError:
+            return False
+
+    wait_until(lambda: first_agent() or resumed.poll() is not None, timeout, "a first agent")
     latency = time.perf_counter() - started
-    if not marker.exists():
+    if not first_agent():
         raise RuntimeError(f"resume-job exited with code {resumed.returncode} before any agent")
     code = resumed.wait(timeout=timeout)
     resume_seconds = time.perf_counter() - started
