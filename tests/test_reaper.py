@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-# A coordinator that starts three groups, forgets the second, reuses its slot for a fourth, and
-# dies without closing anything (as by kill -9).
+# A coordinator that lists three groups, forgets the second, lists a fourth in its slot, forgets
+# the third, and dies without closing anything (as by kill -9).
 _COORDINATOR = """
 import os, subprocess, sys
 from prodigy.reaper import forget_group, reaping, watch_group
@@ -26,7 +26,8 @@ with reaping():
     for group in groups[:3]:
         watch_group(group)
     forget_group(groups[1])
-    watch_group(groups[3])
+    watch_group(groups[3])  # in the slot the second left
+    forget_group(groups[2])
     print(" ".join(map(str, groups)), flush=True)
     os._exit(0)
 """
@@ -54,11 +55,11 @@ def test_the_groups_listed_when_the_coordinator_dies_are_killed_and_no_others() 
         [sys.executable, "-c", _COORDINATOR], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    first, forgotten, third, reused = map(int, done.stdout.split())
+    first, forgotten, forgotten_too, reused = map(int, done.stdout.split())
     try:
-        assert wait_gone(first) and wait_gone(third) and wait_gone(reused)
-        assert alive(forgotten)
+        assert wait_gone(first) and wait_gone(reused)
+        assert alive(forgotten) and alive(forgotten_too)
     finally:
-        for pid in (first, forgotten, third, reused):
+        for pid in (first, forgotten, forgotten_too, reused):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
