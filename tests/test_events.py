@@ -10,13 +10,16 @@ import msgspec
 
 from prodigy.events import (
     EVENT_TYPES,
+    AgentCompleted,
     AgentFailed,
+    AgentStarted,
     DlqItemAdded,
     Event,
     EventLog,
     JobStarted,
     TornLine,
     read_events,
+    with_job_id,
 )
 
 
@@ -39,7 +42,22 @@ def test_parallel_writers_never_tear_or_weld_lines(tmp_path: Path) -> None:
     events = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(events) == 1000
     assert len({e["item_id"] for e in events}) == 1000
-    assert all(e["job_id"] == "job-1" and e["ts"] for e in events)
+    assert all(e["ts"] and "job_id" not in e for e in events)  # item events: the log's job
+
+
+def test_only_events_about_the_job_name_it(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path, "job-1")
+    log.emit(JobStarted(workflow="w.yml", name="w"))
+    log.emit(AgentStarted(item_id="item_0", attempt=1))
+    log.emit(AgentCompleted(item_id="item_0", attempt=1, duration_s=0.012, version=1))
+    log.close()
+    started, agent, completed = [json.loads(line) for line in path.read_text().splitlines()]
+    assert started["job_id"] == "job-1"
+    assert list(agent) == ["type", "item_id", "attempt", "ts"]
+    assert list(completed) == ["type", "item_id", "attempt", "duration_s", "version", "ts"]
+    assert list(with_job_id(agent, "job-1")) == ["type", "item_id", "attempt", "ts", "job_id"]
+    assert with_job_id(started, "other") == started
 
 
 def test_reading_reports_a_torn_line_instead_of_failing(tmp_path: Path) -> None:
@@ -87,10 +105,5 @@ def test_an_event_line_reads_back_as_its_struct(tmp_path: Path) -> None:
     log.close()
     line = path.read_bytes().strip()
     event = msgspec.json.decode(line, type=AgentFailed)
-    assert (event.item_id, event.attempt, event.exit_code, event.job_id) == (
-        "item_1",
-        2,
-        4,
-        "job-1",
-    )
+    assert (event.item_id, event.attempt, event.exit_code, event.job_id) == ("item_1", 2, 4, "")
     assert json.loads(line)["type"] == "agent_failed"

@@ -77,10 +77,83 @@ def read_pid(path: Path) -> int:
     return int(path.read_text().strip())
 
 
+@pytest.fixture(params=["posix_spawn", "popen"])
+def start_path(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Steps start with posix_spawn in the coordinator's own directory and with Popen in
+    another (posix_spawn cannot change directory): run the test both ways."""
+    if request.param == "posix_spawn":
+        monkeypatch.chdir(tmp_path)
+    return str(request.param)
+
+
+_SURROUNDINGS = """
+import os, signal
+print(os.getsid(0) == os.getpid(), os.getpgrp() == os.getpid())
+print(os.readlink("/proc/self/fd/0"))
+ignored = int(os.environ["IGNORED"].split()[1], 16)  # bash's, before Python ignores SIGPIPE
+print(not ignored & (1 << (signal.SIGPIPE - 1)))
+print(os.getcwd())
+print(os.environ["STEP_VAR"])
+print(sorted(int(fd) for fd in os.listdir("/proc/self/fd")))
+"""
+
+
+def test_a_step_process_starts_alone_in_a_clean_state(tmp_path: Path, start_path: str) -> None:
+    """Its own session and group, stdin from /dev/null, signals at their defaults, in its
+    directory with its environment, and no descriptor but its stdout and stderr."""
+    script = tmp_path / "surroundings.py"
+    script.write_text(_SURROUNDINGS)
+    out = run(
+        shell(
+            f"IGNORED=$(grep SigIgn /proc/$$/status) exec {sys.executable} {script}",
+            env={"STEP_VAR": "v"},
+        ),
+        make_ctx(tmp_path),
+    )
+    assert out.ok, out.error
+    lines = out.stdout.splitlines()
+    assert lines[:5] == ["True True", os.devnull, "True", str(tmp_path), "v"]
+    assert json.loads(lines[5]) == [0, 1, 2, 3]  # 3: the one listdir reads the list through
+
+
+_STEP_WITH_INHERITED_DESCRIPTOR = """
+import asyncio, os, sys
+from pathlib import Path
+from prodigy.steps import StepContext, StepSpec, run_step
+here = Path(sys.argv[1])
+if sys.argv[2] == "posix_spawn":
+    os.chdir(here)
+ctx = StepContext(here, dict(os.environ), {}, "claude", here / "scratch")
+out = asyncio.run(run_step(StepSpec(kind="shell", command="ls /proc/$$/fd; true"), ctx))
+print(out.stdout.split())
+"""
+
+
+def test_descriptors_prodigy_inherited_are_not_passed_to_steps(
+    tmp_path: Path, start_path: str
+) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _STEP_WITH_INHERITED_DESCRIPTOR, str(tmp_path), start_path],
+            pass_fds=(write_end,),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['0', '1', '2']"
+
+
 # -- shell -------------------------------------------------------------------------------------
 
 
-def test_shell_success_captures_stdout_and_stderr(tmp_path: Path) -> None:
+def test_shell_success_captures_stdout_and_stderr(tmp_path: Path, start_path: str) -> None:
     out = run(shell("echo hello; echo warn >&2"), make_ctx(tmp_path))
     assert out.ok and out.exit_code == 0 and not out.timed_out
     assert out.stdout == "hello\n"
@@ -112,7 +185,7 @@ def test_long_command_is_shortened_in_the_message(tmp_path: Path) -> None:
     assert "…" in out.error
 
 
-def test_output_tails_keep_the_end_of_both_streams(tmp_path: Path) -> None:
+def test_output_tails_keep_the_end_of_both_streams(tmp_path: Path, start_path: str) -> None:
     # Both pipes far beyond the pipe buffer: only concurrent reading avoids a deadlock.
     command = (
         "head -c 1000000 /dev/zero | tr '\\0' e >&2; echo ERR-END >&2; "
@@ -177,7 +250,7 @@ def test_signal_death_reported_shell_style(tmp_path: Path) -> None:
 # -- timeouts, leftovers, cancellation ---------------------------------------------------------
 
 
-def test_timeout_kills_grandchildren(tmp_path: Path) -> None:
+def test_timeout_kills_grandchildren(tmp_path: Path, start_path: str) -> None:
     pidfile = tmp_path / "pid"
     started = time.monotonic()
     out = run(shell(f"sleep 300 & echo $! > {pidfile}; wait", timeout=0.5), make_ctx(tmp_path))
@@ -200,7 +273,7 @@ def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) ->
     assert wait_gone(read_pid(pidfile))
 
 
-def test_background_job_left_behind_is_ended_with_the_step(tmp_path: Path) -> None:
+def test_background_job_left_behind_is_ended_with_the_step(tmp_path: Path, start_path: str) -> None:
     pidfile = tmp_path / "pid"
     started = time.monotonic()
     out = run(shell(f"sleep 300 & echo $! > {pidfile}; echo done"), make_ctx(tmp_path))
@@ -221,7 +294,7 @@ def test_escaped_process_holding_the_pipe_does_not_hang_us(tmp_path: Path) -> No
         os.kill(read_pid(pidfile), 9)
 
 
-def test_cancellation_kills_the_group_and_propagates(tmp_path: Path) -> None:
+def test_cancellation_kills_the_group_and_propagates(tmp_path: Path, start_path: str) -> None:
     bash_pid, sleep_pid = tmp_path / "bash", tmp_path / "sleep"
     step = shell(f"echo $$ > {bash_pid}; sleep 300 & echo $! > {sleep_pid}; wait")
 

@@ -133,11 +133,24 @@ class AgentSpec:
     masker: Masker = NO_MASK  # the job's secret values (SPEC §9)
 
 
+# The environment every attempt of a run shares, built once per spec: copying os.environ
+# decodes each variable again, a noticeable part of a trivial agent's cost.
+_shared: tuple[AgentSpec, dict[str, str]] | None = None
+
+
+def _shared_environment(spec: AgentSpec) -> dict[str, str]:
+    global _shared
+    shared = _shared
+    if shared is None or shared[0] is not spec:
+        shared = (spec, {**os.environ, **spec.workflow_env, "PRODIGY_JOB_ID": spec.job_id})
+        _shared = shared
+    return shared[1]
+
+
 def item_environment(spec: AgentSpec, item: WorkItem, attempt: int) -> dict[str, str]:
     """The agent's whole environment; UnusableValue when the item's data cannot go in it."""
     return {
-        **os.environ,
-        **spec.workflow_env,
+        **_shared_environment(spec),
         **prodigy_variables(spec.job_id, item.id, item.index, attempt, item.data),
     }
 

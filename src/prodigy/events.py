@@ -8,6 +8,7 @@ source of truth: the journal is.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -50,8 +51,21 @@ EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 END_EVENTS = frozenset({"job_completed", "job_failed", "job_stopped", "job_interrupted"})
 
 
+# The current second, formatted once: `now_iso` runs a few times per agent, and formatting a
+# local time with its offset costs more than all the rest of an event.
+_second: tuple[int, str, str] = (-1, "", "")
+
+
 def now_iso() -> str:
-    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+    """The local time to the millisecond with its offset: `2026-11-30T07:22:03.719+01:00`."""
+    global _second
+    now = time.time()
+    second = int(now)
+    cached = _second
+    if cached[0] != second:
+        text = datetime.fromtimestamp(second).astimezone().isoformat()
+        cached = _second = (second, text[:19], text[19:])
+    return f"{cached[1]}.{min(int((now - second) * 1000), 999):03d}{cached[2]}"
 
 
 # ---- the events --------------------------------------------------------------------------------
@@ -59,7 +73,9 @@ def now_iso() -> str:
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="type"):
     """One line of the log: its `type` (the tag), when, which job; the rest per type.
-    Fields left at None are not written."""
+    Fields left at None are not written. An event about one item (it has an `item_id`) does
+    not name the job: it is the log's own job, and those lines are most of the log
+    (`with_job_id` puts it back for a reader's JSON)."""
 
     ts: str = ""
     job_id: str = ""
@@ -249,13 +265,29 @@ class EventLog:
 
     def emit(self, event: Event) -> None:
         event.ts = now_iso()
-        event.job_id = self.job_id
+        if "item_id" not in event.__struct_fields__:
+            event.job_id = self.job_id
         os.write(self._fd, _encoder.encode(event) + b"\n")
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def with_job_id(event: dict[str, Any], job_id: str) -> dict[str, Any]:
+    """The event with its job named, where the line left it out, after `ts` as in the lines
+    that name it."""
+    if "job_id" in event:
+        return event
+    named: dict[str, Any] = {}
+    for key, value in event.items():
+        named[key] = value
+        if key == "ts":
+            named["job_id"] = job_id
+    if "job_id" not in named:
+        named["job_id"] = job_id
+    return named
 
 
 class TornLine(msgspec.Struct, frozen=True):

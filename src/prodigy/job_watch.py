@@ -30,7 +30,6 @@ PROC_LOCKS = Path("/proc/locks")
 READ_CHUNK = 8 << 20
 
 
-
 @contextmanager
 def _collector_paused() -> Iterator[None]:
     """Decoding 100,000 records makes a million small objects, none of them garbage; the

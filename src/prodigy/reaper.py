@@ -2,53 +2,66 @@
 
 Each step runs in a process group of its own (so a terminal's Ctrl-C reaches only prodigy,
 which then gives agents a grace period). The price is that killing prodigy's group leaves the
-agents running. A tiny reaper process in a session of its own holds the read end of a pipe;
-prodigy writes `+PGID` / `-PGID` lines as groups start and end. When prodigy dies by any
-means, the kernel closes the write end, and the reaper SIGKILLs every group still listed.
+agents running. A tiny reaper process in a session of its own holds the read end of a pipe and
+shares a small file with prodigy (a memfd on Linux), a table of 4-byte slots: prodigy writes a
+group's id into a free slot when the group starts and zeroes the slot when it ends, with one
+`pwrite` each that wakes nobody. When prodigy dies by any means, the kernel closes the write
+end of the pipe; the reaper wakes, reads the table and SIGKILLs every group still listed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 
+_SLOT = struct.Struct("=i")
+
 _REAPER_SCRIPT = """
-import os, signal
+import os, signal, struct, sys
+table = int(sys.argv[1])
 os.write(1, b"ready")
-groups, pending = set(), b""
-while True:
-    chunk = os.read(0, 65536)
-    if not chunk:
-        break
-    pending += chunk
-    *lines, pending = pending.split(b"\\n")
-    for line in lines:
-        if line[:1] == b"+":
-            groups.add(int(line[1:]))
-        elif line[:1] == b"-":
-            groups.discard(int(line[1:]))
-for group in groups:
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except OSError:
-        pass
+while os.read(0, 65536):
+    pass
+data = os.pread(table, os.fstat(table).st_size, 0)
+for (group,) in struct.iter_unpack("=i", data[: len(data) // 4 * 4]):
+    if group > 0:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except OSError:
+            pass
 """
+
+
+def _table_file() -> int:
+    """An anonymous file for the table of groups: in memory where the system allows it."""
+    if hasattr(os, "memfd_create"):
+        with contextlib.suppress(OSError):
+            return os.memfd_create("prodigy-reaper", os.MFD_CLOEXEC)
+    with tempfile.TemporaryFile() as handle:
+        return os.dup(handle.fileno())
 
 
 class GroupReaper:
     def __init__(self) -> None:
-        read_end, self._write_end = os.pipe()  # not inherited by steps (PEP 446)
+        self._table = _table_file()  # not inherited by steps (PEP 446)
+        self._slots: dict[int, int] = {}  # group -> its slot in the table
+        self._free: list[int] = []
+        self._lock = threading.Lock()  # a cluster worker starts steps from many threads
+        read_end, self._write_end = os.pipe()
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-S", "-c", _REAPER_SCRIPT],
+                [sys.executable, "-S", "-c", _REAPER_SCRIPT, str(self._table)],
                 stdin=read_end,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
+                pass_fds=(self._table,),
                 cwd="/",  # never pin the user's directory
             )
         finally:
@@ -59,19 +72,27 @@ class GroupReaper:
         self._process.stdout.read(5)
         self._process.stdout.close()
 
-    def _send(self, line: str) -> None:
-        # The reaper is a safety net: if it is gone, the run itself goes on.
-        with contextlib.suppress(OSError):
-            os.write(self._write_end, line.encode())
-
     def watch(self, group: int) -> None:
-        self._send(f"+{group}\n")
+        with self._lock:
+            slot = self._free.pop() if self._free else len(self._slots)
+            self._slots[group] = slot
+            self._put(slot, group)
 
     def forget(self, group: int) -> None:
-        self._send(f"-{group}\n")
+        with self._lock:
+            slot = self._slots.pop(group, None)
+            if slot is not None:
+                self._put(slot, 0)
+                self._free.append(slot)
+
+    def _put(self, slot: int, group: int) -> None:
+        # The reaper is a safety net: if the table cannot be written, the run itself goes on.
+        with contextlib.suppress(OSError):
+            os.pwrite(self._table, _SLOT.pack(group), slot * _SLOT.size)
 
     def close(self) -> None:
         os.close(self._write_end)
+        os.close(self._table)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(timeout=10)
 

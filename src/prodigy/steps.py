@@ -24,6 +24,7 @@ from typing import Any, Literal, assert_never
 import msgspec
 from ruamel.yaml import YAML
 
+from prodigy import spawn
 from prodigy.display import one_line
 from prodigy.errors import MissingVariable, UnusableValue
 from prodigy.interpolate import render
@@ -46,6 +47,8 @@ CLAUDE_FLAGS = ("--print", "--output-format", "json", "--dangerously-skip-permis
 MESSAGE_COMMAND_CHARS = 200
 MESSAGE_DETAIL_CHARS = 500
 _READ_CHUNK = 65_536
+_DRAIN_CHUNKS = 16
+LISTEN_AFTER_S = 0.05  # how long a step's output may wait in its pipes before we read it
 _POLL_S = 0.02
 
 
@@ -574,15 +577,7 @@ async def _run_process(
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out_w,
-            stderr=err_w,
-            cwd=cwd,
-            env=dict(env),
-            start_new_session=True,
-        )
+        proc = await spawn.start(argv, cwd, env, out_w, err_w)
     except BaseException:
         os.close(out_r)
         os.close(err_r)
@@ -592,16 +587,28 @@ async def _run_process(
         os.close(err_w)
     watch_group(proc.pid)
     readers = (_PipeReader(loop, out_r, stdout), _PipeReader(loop, err_r, stderr))
+    # A child that ends at once leaves its output in the pipes, read then without putting the
+    # pipes on the loop (two registrations less per trivial agent); one still running after a
+    # moment has them read as it writes, before a full pipe can block it for long.
+    listen = loop.call_later(LISTEN_AFTER_S, _listen, readers)
     timed_out = False
     try:
         try:
-            async with asyncio.timeout(timeout):
-                await proc.wait()
+            if timeout is None:
+                await proc.wait()  # no Timeout context: most steps have none
+            else:
+                async with asyncio.timeout(timeout):
+                    await proc.wait()
         except TimeoutError:
             timed_out = True
+        listen.cancel()
         await _end_group(proc)
-        await asyncio.wait([r.eof for r in readers], timeout=PIPE_GRACE_S)
+        for reader in readers:
+            reader.drain()
+        if not all(reader.eof.done() for reader in readers):
+            await asyncio.wait([r.eof for r in readers], timeout=PIPE_GRACE_S)
     except asyncio.CancelledError:
+        listen.cancel()
         _signal_group(proc.pid, signal.SIGKILL)
         await proc.wait()
         raise
@@ -619,7 +626,7 @@ def _exit_status(returncode: int | None) -> int | None:
     return 128 - returncode if returncode is not None and returncode < 0 else returncode
 
 
-async def _end_group(proc: asyncio.subprocess.Process) -> None:
+async def _end_group(proc: spawn.Child) -> None:
     """SIGTERM the process group, SIGKILL it if anything is left after the grace; reap."""
     group = proc.pid  # start_new_session: the child leads its own group
     if _signal_group(group, signal.SIGTERM):
@@ -670,33 +677,58 @@ def _group_alive(group: int) -> bool:
     return False
 
 
+def _listen(readers: tuple[_PipeReader, ...]) -> None:
+    for reader in readers:
+        reader.listen()
+
+
 class _PipeReader:
-    """Reads one pipe into an OutputTail from the event loop until end of file or close()."""
+    """Reads one pipe into an OutputTail until end of file or close(): from the event loop
+    once `listen` is called, and all that is there at once on `drain`."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, sink: OutputTail):
         self._loop = loop
         self._fd = fd
         self._sink = sink
+        self._listening = False
         self.eof: asyncio.Future[None] = loop.create_future()
         os.set_blocking(fd, False)
-        loop.add_reader(fd, self._on_readable)
+
+    def listen(self) -> None:
+        if self._fd >= 0 and not self._listening:
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._listening = True
+
+    def drain(self) -> None:
+        """Read what the pipe holds; listen for more if its writers have not all gone."""
+        for _ in range(_DRAIN_CHUNKS):
+            if self._fd < 0 or not self._read():
+                return
+        self.listen()  # an escaped process keeps writing: not here, on the loop
 
     def _on_readable(self) -> None:
+        self._read()
+
+    def _read(self) -> bool:
+        """One read; False when there is nothing more to read now (or ever)."""
         try:
             chunk = os.read(self._fd, _READ_CHUNK)
         except BlockingIOError:
-            return
+            self.listen()
+            return False
         except OSError:
             chunk = b""
-        if chunk:
-            self._sink.append(chunk)
-        else:
+        if not chunk:
             self.close()
+            return False
+        self._sink.append(chunk)
+        return True
 
     def close(self) -> None:
         if self._fd < 0:
             return
-        self._loop.remove_reader(self._fd)
+        if self._listening:
+            self._loop.remove_reader(self._fd)
         os.close(self._fd)
         self._fd = -1
         if not self.eof.done():

@@ -203,14 +203,21 @@ def test_show_prints_every_event_readably_and_as_json(world: Env) -> None:
         assert line[:10] == event["ts"][:10]
     as_json = world.run("events", "show", job_id, "--json")
     assert as_json.returncode == 0
-    assert [json.loads(line) for line in as_json.stdout.splitlines()] == logged
+    shown_json = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert shown_json == [{**event, "job_id": job_id} for event in logged]
+    # The log leaves the job out of item events; --json puts it back where it always was.
+    assert all(("job_id" in e) == ("item_id" not in e) for e in logged)
+    for event in shown_json:
+        keys = list(event)
+        assert keys[keys.index("ts") + 1] == "job_id"
     raw = (world.job_dir(job_id) / "events.jsonl").read_text().splitlines()
-    assert as_json.stdout.splitlines() == raw
+    unchanged = [line for line in raw if '"job_id"' in line]
+    assert unchanged and set(unchanged) <= set(as_json.stdout.splitlines())
 
 
 def test_show_filters_by_type_and_item_and_tails(world: Env) -> None:
     job_id = cook_failing(world)
-    logged = world.events(job_id)
+    logged = [{**event, "job_id": job_id} for event in world.events(job_id)]
     failed = world.run("events", "show", job_id, "--json", "--type", "agent_failed")
     events = [json.loads(line) for line in failed.stdout.splitlines()]
     assert events == [e for e in logged if e["type"] == "agent_failed"]

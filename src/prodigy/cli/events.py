@@ -20,7 +20,7 @@ import msgspec
 from prodigy.cli.output import quiet_broken_pipe, say, warn
 from prodigy.display import display_time, one_line
 from prodigy.errors import ProdigyError
-from prodigy.events import END_EVENTS, EVENT_TYPES, TornLine
+from prodigy.events import END_EVENTS, EVENT_TYPES, TornLine, with_job_id
 from prodigy.job import ItemsFile
 from prodigy.lock import is_locked
 from prodigy.store import JobDir, find_job, find_repository, jobs_root, list_jobs
@@ -56,6 +56,12 @@ class Event:
     def item_id(self) -> str | None:
         value = self.data.get("item_id")
         return None if value is None else str(value)
+
+    def json(self, job_id: str) -> str:
+        """The line as written, with the job named where the log leaves it out."""
+        if "job_id" in self.data:
+            return self.raw
+        return msgspec.json.encode(with_job_id(self.data, job_id)).decode()
 
 
 def parse_line(raw: bytes, line_number: int) -> Event | TornLine:
@@ -265,7 +271,7 @@ def show(
     )
     try:
         for event in selected:
-            say(event.raw if as_json else format_event(event.data))
+            say(event.json(job.job_id) if as_json else format_event(event.data))
     except BrokenPipeError:
         return quiet_broken_pipe()
     if not selected and (types or item_id is not None):
@@ -345,7 +351,7 @@ def follow(job: JobDir, as_json: bool) -> int:
                     continue
                 tracker.observe(line)
                 ended_now = ended_now or line.type in END_EVENTS
-                say(line.raw if as_json else format_event(line.data))
+                say(line.json(job.job_id) if as_json else format_event(line.data))
             if ended_now and tracker.ended and not first_pass:
                 # The end arrived while watching: the run is over, whoever holds the lock.
                 return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,24 +19,16 @@ from typing import Self
 from prodigy.agent import AfterStep, AgentSpec, SequenceResult, run_agent, run_sequence
 from prodigy.items import WorkItem
 from prodigy.reaper import reaping
+from prodigy.spawn import pidfd_works
 from prodigy.state import Attempt
 from prodigy.steps import StepContext, run_step
 from prodigy.workflow import Step
 
 
-def _pidfd_works() -> bool:
-    """pidfd_open exists in the os module but needs Linux 5.3+ at run time."""
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except (AttributeError, OSError):
-        return False
-    return True
-
-
 def _watch_children_with_pidfd() -> None:
     """On Python 3.11 asyncio waits for each child on a thread of its own; a pidfd watcher
     waits in the event loop instead. (3.12+ does this by itself.)"""
-    if sys.version_info < (3, 12) and _pidfd_works():
+    if sys.version_info < (3, 12) and pidfd_works():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             watcher = asyncio.PidfdChildWatcher()
