@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from rich.console import Console
@@ -60,11 +61,14 @@ class Reporter:
     def start_map(self, c: Counts) -> None:
         self._started = time.monotonic()
 
-    def update(self, c: Counts, running: int, cost_usd: float, final: bool = False) -> None:
+    def update(
+        self, c: Callable[[], Counts], running: int, cost_usd: float, final: bool = False
+    ) -> None:
+        """Show progress; `c` is called only when a line is due (counting is O(items))."""
         now = time.monotonic()
         if final or now - self._last >= 2.0:
             self._last = now
-            self.say(f"progress: {_summary(c, running, cost_usd)}")
+            self.say(f"progress: {_summary(c(), running, cost_usd)}")
 
     def close(self) -> None:
         pass
@@ -97,15 +101,20 @@ class LiveReporter(Reporter):
         self.task = self.bar.add_task("map", total=c.total, detail="", rate="")
         self._base = c.finished
 
-    def update(self, c: Counts, running: int, cost_usd: float, final: bool = False) -> None:
-        if self.task is None:
+    def update(
+        self, c: Callable[[], Counts], running: int, cost_usd: float, final: bool = False
+    ) -> None:
+        now = time.monotonic()
+        if self.task is None or not (final or now - self._last >= 0.1):
             return
+        self._last = now
         elapsed = max(time.monotonic() - self._started, 1e-6)
-        rate = (c.finished - self._base) / elapsed
-        detail = f"ok {c.succeeded}  failed {c.dead + c.skipped}  running {running}"
+        done = c()
+        rate = (done.finished - self._base) / elapsed
+        detail = f"ok {done.succeeded}  failed {done.dead + done.skipped}  running {running}"
         if cost_usd:
             detail += f"  ${cost_usd:.4f}"
-        self.bar.update(self.task, completed=c.finished, detail=detail, rate=f"{rate:.1f}/s")
+        self.bar.update(self.task, completed=done.finished, detail=detail, rate=f"{rate:.1f}/s")
 
     def close(self) -> None:
         if self.task is not None:

@@ -26,6 +26,7 @@ from prodigy.state import (
     ITEM_DATA_ERRORS,
     Attempt,
     AttemptEnded,
+    Counts,
     FailureLimits,
     ItemStatus,
     JobState,
@@ -158,7 +159,7 @@ class MapScheduler:
             await asyncio.gather(*self.running, return_exceptions=True)
             self.running.clear()
             await asyncio.gather(*self._records, return_exceptions=True)
-        self.reporter.update(counts(self.state), 0, self.state.spent.cost_usd, final=True)
+        self.reporter.update(self._counts, 0, self.state.spent.cost_usd, final=True)
         self.reporter.close()
 
     async def _loop(self) -> None:
@@ -189,12 +190,13 @@ class MapScheduler:
                     if finished in self.running:
                         task: asyncio.Task[Outcome | None] = finished
                         self._ended(task, self.running.pop(task), loop.time())
-                self.reporter.update(
-                    counts(self.state), len(self.running), self.state.spent.cost_usd
-                )
+                self.reporter.update(self._counts, len(self.running), self.state.spent.cost_usd)
         finally:
             stopping.cancel()
             killing.cancel()
+
+    def _counts(self) -> Counts:
+        return counts(self.state)
 
     def _start_due(self, now: float) -> None:
         while self.delayed and self.delayed[0][0] <= now:
