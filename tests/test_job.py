@@ -73,8 +73,9 @@ def test_a_damaged_file_is_read_leniently_for_listings_but_refused_for_running(
     job.metadata.write_text('{"status": "completed", "counts": "many", "repo": 7}')
     stored = read_stored_metadata(job)
     assert (stored.status, stored.counts.total, stored.repo) == ("completed", 0, "7")
-    with pytest.raises(StateError, match="missing a field"):
+    with pytest.raises(StateError, match="a field is missing or of the wrong type") as refused:
         read_job_metadata(job)
+    assert f"prodigy checkpoints repair {job.job_id}" in str(refused.value)
 
 
 def test_metadata_that_is_not_an_object_is_a_state_error(tmp_path: Path) -> None:

@@ -177,13 +177,23 @@ def metadata_document(
 
 
 def read_job_metadata(job: JobDir) -> JobMetadata:
-    """The identity a run needs; a missing field (or one of the wrong type) is a StateError."""
+    """The identity a run needs. A missing, unparsable or ill-shaped file is a StateError that
+    names it and the repair; the file itself is never rewritten here."""
     try:
         return msgspec.convert(job.read_metadata(), JobMetadata)
+    except FileNotFoundError:
+        problem = "is missing"
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror or exc})"
+    except StateError as exc:  # not JSON, or not an object
+        problem = exc.message.removeprefix(f"{job.metadata} ").rstrip(".")
     except msgspec.ValidationError as exc:
-        raise StateError(
-            f"{job.metadata} is missing a field or has one of the wrong type ({exc})."
-        ) from None
+        problem = f"is damaged: a field is missing or of the wrong type ({exc})"
+    raise StateError(
+        f"The metadata of job {job.job_id}, {job.metadata}, {problem}; it was left untouched.",
+        hint="Rebuild it from the job's checkpoint and journal with "
+        f"`prodigy checkpoints repair {job.job_id}`.",
+    ) from None
 
 
 def create_job(

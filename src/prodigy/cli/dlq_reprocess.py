@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from prodigy.cli.output import Settings, say
+from prodigy.cli.output import Settings, say, warn
 from prodigy.display import plural
 from prodigy.errors import ProdigyError
 from prodigy.events import DlqItemRemoved, DlqReprocessStarted, EventLog
@@ -130,6 +130,9 @@ def reprocess(
     lock = JobLock(job.lock, job.job_id, "dlq reprocess")
     lock.acquire()
     try:
+        notice = lock.take_over_notice()
+        if notice is not None:
+            warn(notice)
         return _reprocess_locked(job, max_parallel, items, force)
     finally:
         lock.release()

@@ -291,11 +291,9 @@ def resume_job_id(
     lock = JobLock(job.lock, job.job_id, "resume")
     lock.acquire()
     try:
-        if lock.taken_over is not None:
-            warn(
-                f"Taking over the lock of job {job.job_id} left by "
-                f"{lock.taken_over.describe()}, which is no longer running."
-            )
+        notice = lock.take_over_notice()
+        if notice is not None:
+            warn(notice)
         return _resume_locked(job, request)
     finally:
         lock.release()
@@ -334,7 +332,7 @@ def _load_stopped_job(job: JobDir, request: ResumeRequest) -> _StoppedJob:
     meta = read_job_metadata(job)
     contents = read_journal(job.journal)
     state = replay(contents.records)
-    checkpoint, latest_damaged = _read_latest_checkpoint(job, request)
+    checkpoint, latest_damaged = _read_latest_checkpoint(job, request, state.item_count is not None)
     if checkpoint is not None and not request.skip_validation:
         _check_consistency(job, checkpoint, contents.records, state)
     workflow = load_job_workflow(
@@ -345,13 +343,22 @@ def _load_stopped_job(job: JobDir, request: ResumeRequest) -> _StoppedJob:
 
 
 def _read_latest_checkpoint(
-    job: JobDir, request: ResumeRequest
+    job: JobDir, request: ResumeRequest, expected: bool
 ) -> tuple[CheckpointHead | None, bool]:
     """The latest checkpoint (None if there is none yet), and whether it is damaged.
 
-    Damage is only survivable when the resume does not depend on that file: --force or
-    --from-checkpoint rebuild from the journal.
+    `expected`: the journal says a checkpoint was written. Damage is only survivable when the
+    resume does not depend on that file: --force or --from-checkpoint rebuild from the journal.
+    A missing or dangling `latest.json` holds nothing to check against: the journal alone is
+    the state, and the run's first checkpoint points the link at a file again.
     """
+    problem = job.latest_problem(expected)
+    if problem is not None:
+        warn(
+            f"warning: {problem}; the state of job {job.job_id} is rebuilt from its journal "
+            "(the source of truth) instead."
+        )
+        return None, False
     try:
         return (read_checkpoint(job) if job.latest.exists() else None), False
     except StateError:
