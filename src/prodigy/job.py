@@ -42,6 +42,31 @@ def write_items(job: JobDir, items: list[WorkItem]) -> None:
     atomic_write(job.items, bytes(buf))
 
 
+def items_damaged(path: Path, problem: str) -> StateError:
+    """The one sentence for a frozen items file that cannot be trusted, and what to do.
+
+    It is never rewritten: re-reading the map input could give other items than the ones the
+    journal's indexes refer to (SPEC-NOTES, damaged files)."""
+    return StateError(
+        f"The job's item file {path} {problem}; it was left untouched.",
+        hint="Restore it from a backup to resume the job; prodigy does not re-read the map "
+        "input for a job, since that could give other items than the ones recorded.",
+    )
+
+
+def open_frozen_items(job: JobDir, count: int | None) -> ItemsFile:
+    """The frozen items, checked against the number the journal says were frozen."""
+    items = ItemsFile(job.items)
+    if count is not None and len(items) != count:
+        items.close()
+        raise items_damaged(
+            job.items,
+            f"holds {len(items)} of the {count} items frozen into it (it was cut short or "
+            "changed)",
+        )
+    return items
+
+
 class ItemsFile:
     """Random access to the frozen items."""
 
@@ -52,14 +77,14 @@ class ItemsFile:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise StateError(f"The job's item file {path} is missing.") from None
+            raise items_damaged(path, "is missing") from None
         offset = 0
-        for line in data.split(b"\n"):
+        for number, line in enumerate(data.split(b"\n"), start=1):
             if line:
                 try:
                     self.ids.append(_item_decoder.decode(line).id)
                 except msgspec.DecodeError as exc:
-                    raise StateError(f"The job's item file {path} is damaged ({exc}).") from None
+                    raise items_damaged(path, f"is damaged at line {number} ({exc})") from None
                 self._offsets.append(offset)
             offset += len(line) + 1
         self._fd = os.open(path, os.O_RDONLY)

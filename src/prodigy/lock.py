@@ -6,6 +6,7 @@ the file also records who holds it, for the refusal message and the take-over no
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -126,12 +127,13 @@ class JobLock:
     def release(self) -> None:
         if self._fd is None:
             return
-        try:
+        # Emptied, so the next holder takes nothing over; on a file system that failed (full,
+        # read-only) the details stay, and the next holder says it took over from this one.
+        with contextlib.suppress(OSError):
             os.ftruncate(self._fd, 0)
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
 
     def __enter__(self) -> JobLock:
         self.acquire()

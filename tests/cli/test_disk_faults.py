@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, job_id_of
+from conftest import Env, job_id_of, wait_for
 
 WORKFLOW = """\
 name: disk
@@ -74,3 +74,93 @@ def test_a_full_disk_stops_the_run_with_one_sentence_and_the_job_resumes(
     assert set(runs) == {f"item_{n}" for n in range(300)}
     for index in recorded:
         assert runs.count(f"item_{index}") == 1, "a recorded item ran again"
+
+
+# ---- a state directory that turns read-only mid-run ------------------------------------------
+
+HELD = """\
+name: readonly
+mode: mapreduce
+map:
+  input: items.json
+  isolation: none
+  max_parallel: 2
+  agent_template:
+    - shell: "test ${item} -lt {free} || while [ ! -e go ]; do sleep 0.02; done; echo ${item_id} >> ledger.log"
+"""
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def ext4_home(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """PRODIGY_HOME on a small ext4 file system (a loop device) mounted errors=remount-ro, and
+    the device's name. `mount -o remount,ro` refuses while prodigy holds files open for writing
+    ("busy"); an ext4 error turns it read-only under every open file, as a failing disk does."""
+    if os.geteuid() != 0:
+        pytest.skip("a loop-mounted ext4 file system needs root")
+    image, home = tmp_path / "ext4.img", tmp_path / "ro-home"
+    home.mkdir()
+    with image.open("wb") as f:
+        f.truncate(32 << 20)
+    made = _run("mkfs.ext4", "-q", "-F", str(image))
+    if made.returncode != 0:
+        pytest.skip(f"cannot make an ext4 file system here: {made.stderr.strip()}")
+    loop = _run("losetup", "-f", "--show", str(image))
+    if loop.returncode != 0:
+        pytest.skip(f"no loop device here: {loop.stderr.strip()}")
+    device = loop.stdout.strip()
+    try:
+        mounted = _run("mount", "-o", "errors=remount-ro", device, str(home))
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a loop device here: {mounted.stderr.strip()}")
+        trigger = Path("/sys/fs/ext4") / Path(device).name / "trigger_fs_error"
+        if not trigger.exists():
+            pytest.skip(f"{trigger} is missing: no way to make the file system fail")
+        yield home, device
+    finally:
+        _run("umount", "-l", str(home))
+        _run("losetup", "-d", device)
+
+
+def test_a_state_directory_turned_read_only_stops_the_run_and_the_job_resumes(
+    world: Env, ext4_home: tuple[Path, str]
+) -> None:
+    home, device = ext4_home
+    world.write_json("items.json", list(range(24)))
+    world.write("wf.yaml", HELD.replace("{free}", "6"))
+    world.env["PRODIGY_HOME"] = str(home)
+    run = world.popen("cook", "wf.yaml")
+    journal = lambda: next(home.glob("state/*/mapreduce/jobs/*/journal.jsonl"), None)  # noqa: E731
+    wait_for(
+        lambda: (j := journal()) is not None and j.read_text().count('"attempt_ended"') >= 6,
+        what="the free items recorded",
+    )
+    (Path("/sys/fs/ext4") / Path(device).name / "trigger_fs_error").write_text("test\n")
+    (world.repo / "go").touch()
+    out, err = run.communicate(timeout=50)
+
+    assert run.returncode == 1, out + err
+    assert "Traceback" not in err
+    sentences = [line for line in err.splitlines() if "Read-only file system" in line]
+    assert len(sentences) == 1, err
+    job = job_id_of(out)
+
+    # Back in service: unmounted, checked and mounted read-write again.
+    assert _run("umount", str(home)).returncode == 0
+    assert _run("e2fsck", "-fy", device).returncode in (0, 1)
+    assert _run("mount", device, str(home)).returncode == 0
+    state_dir = home / "state" / world.repo.name / "mapreduce" / "jobs" / job
+    lines = (state_dir / "journal.jsonl").read_text().split("\n")[:-1]
+    recorded = {json.loads(line)["index"] for line in lines if '"attempt_ended"' in line}
+    assert set(range(6)) <= recorded, "completions recorded before the fault were kept"
+
+    resumed = world.run("resume-job", job)
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    ledger = (world.repo / "ledger.log").read_text().split()
+    assert set(ledger) == {f"item_{n}" for n in range(24)}
+    for index in recorded:
+        assert ledger.count(f"item_{index}") == 1, f"recorded item_{index} ran again"

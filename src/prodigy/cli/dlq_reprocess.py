@@ -16,7 +16,7 @@ from prodigy.cli.output import Settings, say, warn
 from prodigy.display import plural
 from prodigy.errors import ProdigyError
 from prodigy.events import DlqItemRemoved, DlqReprocessStarted, EventLog
-from prodigy.job import ItemsFile, JobMetadata, append_records, read_job_metadata
+from prodigy.job import JobMetadata, append_records, open_frozen_items, read_job_metadata
 from prodigy.journal import JournalContents, read_journal
 from prodigy.lock import JobLock
 from prodigy.state import (
@@ -67,7 +67,7 @@ def _choose_items(
     """The DLQ items to run again (all, or those named by --item) and their ids."""
     if state.item_count is None:
         raise ProdigyError(f"Job {job.job_id} has not reached its map phase; it has no DLQ.")
-    ids = ItemsFile(job.items)
+    ids = open_frozen_items(job, state.item_count)
     try:
         chosen = _choose(job.job_id, ids.ids, state.status, wanted)
         id_of = {index: ids.ids[index] for index in chosen}

@@ -27,7 +27,13 @@ from prodigy.events import (
     JobResumed,
     count_fields,
 )
-from prodigy.job import ItemsFile, JobMetadata, append_records, read_job_metadata
+from prodigy.job import (
+    ItemsFile,
+    JobMetadata,
+    append_records,
+    open_frozen_items,
+    read_job_metadata,
+)
 from prodigy.journal import JournalContents, read_journal
 from prodigy.lock import JobLock
 from prodigy.state import (
@@ -335,6 +341,9 @@ def _load_stopped_job(job: JobDir, request: ResumeRequest) -> _StoppedJob:
     checkpoint, latest_damaged = _read_latest_checkpoint(job, request, state.item_count is not None)
     if checkpoint is not None and not request.skip_validation:
         _check_consistency(job, checkpoint, contents.records, state)
+    # Checked before anything runs: a cut-short items file would misnumber every item.
+    if state.item_count is not None:
+        open_frozen_items(job, state.item_count).close()
     workflow = load_job_workflow(
         job, Path(meta.workflow_path), meta.workflow_hash, request.skip_validation
     )
