@@ -86,7 +86,8 @@ map:
   isolation: none
   max_parallel: 2
   agent_template:
-    - shell: "test ${item} -lt {free} || while [ ! -e go ]; do sleep 0.02; done; echo ${item_id} >> ledger.log"
+    - shell: "test ${item} -lt {free} || while [ ! -e go ]; do sleep 0.02; done"
+    - shell: "echo ${item_id} >> ledger.log"
 """
 
 
