@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,5 +164,163 @@ def test_a_state_directory_turned_read_only_stops_the_run_and_the_job_resumes(
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     ledger = (world.repo / "ledger.log").read_text().split()
     assert set(ledger) == {f"item_{n}" for n in range(24)}
+    for index in recorded:
+        assert ledger.count(f"item_{index}") == 1, f"recorded item_{index} ran again"
+
+
+# ---- the events log, and `dlq reprocess`, on a full disk ----------------------------------------
+
+FIXABLE = """\
+name: fixable
+mode: mapreduce
+map:
+  input: items.json
+  isolation: none
+  max_parallel: 2
+  agent_template:
+    - shell: "test ${item} -lt 5 || test -f fixed"
+    - shell: "echo ${item_id} >> ledger.log"
+error_policy:
+  retry_config: {max_attempts: 1, initial_delay: 0}
+"""
+
+
+def _mount_tmpfs(path: Path, size: int) -> None:
+    path.mkdir(exist_ok=True)
+    mounted = _run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+
+
+@pytest.fixture
+def mounts(tmp_path: Path) -> Iterator[list[Path]]:
+    """Mount points to undo at the end of the test, last first."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    made: list[Path] = []
+    yield made
+    for path in reversed(made):
+        _run("umount", "-l", str(path))
+
+
+def _recorded_successes(journal: Path, since: int = 0) -> set[int]:
+    lines = journal.read_bytes()[since:].split(b"\n")[:-1]
+    return {
+        record["index"]
+        for record in map(json.loads, lines)
+        if record["type"] == "attempt_ended" and record["result"]["ok"]
+    }
+
+
+def _whole_lines(path: Path) -> list[dict[str, object]]:
+    data = path.read_bytes()
+    assert data.endswith(b"\n"), "no half line left at the end"
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def test_a_full_disk_under_the_events_log_stops_the_run_in_one_sentence(
+    world: Env, tmp_path: Path, mounts: list[Path]
+) -> None:
+    world.write_json("items.json", list(range(40)))
+    world.write("wf.yaml", FIXABLE)
+    first = world.run("cook", "wf.yaml")
+    assert first.returncode == 3, first.stdout + first.stderr  # 35 items in the DLQ
+    job = job_id_of(first.stdout)
+    events = world.job_dir(job) / "events.jsonl"
+    journal = world.job_dir(job) / "journal.jsonl"
+    # Only the events log on a small disk: a tmpfs file bound over it, with room for the
+    # requeue's events and a part of the run's.
+    tiny = tmp_path / "tiny-events"
+    _mount_tmpfs(tiny, events.stat().st_size + 8 * 1024)
+    mounts.append(tiny)
+    shutil.copyfile(events, tiny / "events.jsonl")
+    assert _run("mount", "--bind", str(tiny / "events.jsonl"), str(events)).returncode == 0
+    mounts.append(events)
+    (world.repo / "fixed").touch()
+    before = journal.stat().st_size
+
+    full = world.run("resume-job", job, "--force")
+
+    assert full.returncode == 1, full.stdout + full.stderr
+    assert "Traceback" not in full.stderr
+    sentences = [line for line in full.stderr.splitlines() if "No space left" in line]
+    assert len(sentences) == 1 and str(events) in sentences[0], full.stderr
+    recorded = _recorded_successes(journal, before)
+    assert 0 < len(recorded) < 35, "the disk filled in the middle of the run"
+    _whole_lines(events)
+
+    assert _run("mount", "-o", "remount,size=4m", str(tiny)).returncode == 0
+    resumed = world.run("resume-job", job)
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    ledger = (world.repo / "ledger.log").read_text().split()
+    assert set(ledger) == {f"item_{n}" for n in range(40)}
+    for index in recorded:
+        assert ledger.count(f"item_{index}") == 1, f"recorded item_{index} ran again"
+    logged = _whole_lines(events)
+    assert logged[-1]["type"] == "job_completed"
+
+
+def _fill(path: Path) -> None:
+    """Write `path` until the file system has no space left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for chunk in (65536, 512):
+            try:
+                while os.write(fd, b"\0" * chunk):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_during_dlq_reprocess_loses_nothing_and_the_job_resumes(
+    world: Env, tmp_path: Path, mounts: list[Path]
+) -> None:
+    home = tmp_path / "tiny-home"
+    _mount_tmpfs(home, 4 << 20)
+    mounts.append(home)
+    world.env["PRODIGY_HOME"] = str(home)
+    world.write_json("items.json", list(range(30)))
+    world.write("wf.yaml", FIXABLE)
+    first = world.run("cook", "wf.yaml")
+    assert first.returncode == 3, first.stdout + first.stderr
+    job = job_id_of(first.stdout)
+    state_dir = home / "state" / world.repo.name / "mapreduce" / "jobs" / job
+    journal = state_dir / "journal.jsonl"
+    (world.repo / "fixed").touch()
+    filler = home / "filler"
+    _fill(filler)
+    kept = journal.read_bytes()
+
+    # No room even for the requeue record: refused, nothing recorded, nothing run.
+    refused = world.run("dlq", "reprocess", job)
+
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert [line for line in refused.stderr.splitlines() if "No space left" in line] == [
+        refused.stderr.strip()
+    ]
+    assert journal.read_bytes() == kept
+    ran = (world.repo / "ledger.log").read_text().split()
+    assert sorted(ran) == [f"item_{n}" for n in range(5)], "nothing ran but the first cook"
+
+    # Room for the requeue and a part of the run.
+    os.truncate(filler, filler.stat().st_size - 32 * 1024)
+    full = world.run("dlq", "reprocess", job)
+
+    assert full.returncode == 1, full.stdout + full.stderr
+    assert "Traceback" not in full.stderr
+    assert len([line for line in full.stderr.splitlines() if "No space left" in line]) == 1
+    assert journal.read_bytes().startswith(kept)
+    recorded = _recorded_successes(journal, len(kept))
+
+    filler.unlink()
+    resumed = world.run("resume-job", job)
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    ledger = (world.repo / "ledger.log").read_text().split()
+    assert set(ledger) == {f"item_{n}" for n in range(30)}
     for index in recorded:
         assert ledger.count(f"item_{index}") == 1, f"recorded item_{index} ran again"
