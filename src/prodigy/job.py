@@ -61,8 +61,7 @@ def open_frozen_items(job: JobDir, count: int | None) -> ItemsFile:
         items.close()
         raise items_damaged(
             job.items,
-            f"holds {len(items)} of the {count} items frozen into it (it was cut short or "
-            "changed)",
+            f"holds {len(items)} of the {count} items frozen into it (it was cut short or changed)",
         )
     return items
 
@@ -115,12 +114,20 @@ def append_records(
 
     `contents` is what was read before: its intact length tells where a torn tail starts.
     """
-    journal = Journal(job.journal, contents.valid_bytes)
     try:
-        if records:
-            journal.append_now(records)
-    finally:
-        journal.close()
+        journal = Journal(job.journal, contents.valid_bytes)
+        try:
+            if records:
+                journal.append_now(records)
+        finally:
+            journal.close()
+    except OSError as exc:
+        # A write cut short is cut off again by the journal: nothing of it was recorded.
+        raise StateError(
+            f"Could not write the journal {job.journal}: {exc.strerror or exc}; nothing was "
+            "recorded.",
+            hint="Free some space (or fix the permissions), then run the command again.",
+        ) from None
     return load_state(job)
 
 

@@ -105,8 +105,11 @@ class JobLock:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "purpose": self.purpose,
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
+        # The flock is the lock; the details only name its holder in messages, so a full or
+        # failed disk does not stop the command here (its own writes then say what broke).
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
         self._fd = fd
 
     def take_over_notice(self) -> str | None:
