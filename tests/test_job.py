@@ -8,13 +8,16 @@ import msgspec
 import pytest
 
 from prodigy.errors import StateError
+from prodigy.items import WorkItem
 from prodigy.job import (
     JobMetadata,
     MetadataDocument,
     metadata_document,
+    open_frozen_items,
     read_job_metadata,
     read_stored_metadata,
     stored_metadata,
+    write_items,
 )
 from prodigy.state import Attempt, AttemptEnded, ItemsFrozen, SetupCompleted, replay
 from prodigy.store import JobDir
@@ -102,3 +105,17 @@ def test_metadata_is_a_typed_document_with_the_one_meaning_of_failed(tmp_path: P
     c = document.counts
     assert (c.failed, c.retriable, c.dead_lettered, c.pending, c.remaining) == (2, 1, 1, 1, 2)
     assert (document.job_id, document.pid, document.phase) == (META.job_id, 7, "map")
+
+
+def test_frozen_items_are_checked_against_the_count_frozen(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    write_items(job, [WorkItem(index=i, id=f"item_{i}", data=i) for i in range(4)])
+    open_frozen_items(job, 4).close()
+    whole = job.items.read_bytes()
+    job.items.write_bytes(b"".join(whole.splitlines(keepends=True)[:3]))
+    with pytest.raises(StateError, match="holds 3 of the 4 items frozen into it"):
+        open_frozen_items(job, 4)
+    job.items.write_bytes(whole[:-3])
+    with pytest.raises(StateError, match="is damaged at line 4") as refused:
+        open_frozen_items(job, 4)
+    assert "left untouched" in refused.value.message and refused.value.hint
