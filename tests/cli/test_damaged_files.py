@@ -167,6 +167,8 @@ def test_a_metadata_json_that_does_not_parse_is_named_and_repaired_from_the_chec
         refused = job.run(*command)
         sentence = one_sentence(refused, str(metadata), repair)
         assert "left untouched" in sentence
+    newest = job.run("resume")  # without an id: the job cannot be told unfinished
+    one_sentence(newest, job.job_id, repair)
     assert metadata.read_bytes() == damaged
     assert job.ledger() == [f"item_{n}" for n in range(5)], "nothing ran"
 

@@ -453,13 +453,22 @@ def _run_resumed(
 
 def _newest_unfinished_job() -> str:
     repo = find_repository(Path.cwd())
+    unreadable: list[str] = []
     for job in reversed(list_jobs(repo.name)):
         try:
             status = job.read_metadata().get("status")
         except (StateError, OSError):
+            unreadable.append(job.job_id)
             continue
         if status != "completed":
             return job.job_id
+    if unreadable:
+        raise ProdigyError(
+            f"No unfinished job found for repository {repo.name!r} whose metadata.json can be "
+            f"read; that of {', '.join(unreadable)} cannot.",
+            hint=f"Rebuild it with `prodigy checkpoints repair {unreadable[0]}`, or resume "
+            "another job by id.",
+        )
     raise ProdigyError(
         f"No unfinished job found for repository {repo.name!r}.",
         hint="List jobs with `prodigy sessions show`, or start one with `prodigy cook WORKFLOW`.",
