@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,3 +170,56 @@ def events(w: Env, job: str, kind: str) -> list[dict[str, Any]]:
             if event.get("type") == kind:
                 found.append(event)
     return found
+
+
+def checkpoint_items(job: Path, document: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """A checkpoint's items one by one, as a person reading it would list them: id, status
+    (running shown as such), attempts, max_attempts and the last result (a failed one from the
+    checkpoint's detail, a succeeded one from the journal it points to)."""
+    from prodigy.job import ItemsFile
+    from prodigy.journal import read_journal
+    from prodigy.state import AttemptEnded
+
+    doc = document if document is not None else json.loads((job / "latest.json").read_text())
+    part = doc["items"]
+    if part is None:
+        return []
+    statuses: dict[int, str] = {}
+    for name in ("pending", "succeeded", "failed-retriable", "dead-lettered", "skipped"):
+        for first, last in part[name]:
+            statuses.update(dict.fromkeys(range(first, last + 1), name))
+    for index in part["running"]:
+        statuses[index] = "running"
+
+    def runs(pairs: list[list[int]]) -> list[int]:
+        return [value for value, count in pairs for _ in range(count)]
+
+    attempts, limits = runs(part["attempts"]), runs(part["max_attempts"])
+    detail = {d["index"]: d for d in part["detail"]}
+    succeeded: dict[int, Any] = {}
+    for record in read_journal(job / "journal.jsonl").records:
+        if isinstance(record, AttemptEnded) and record.result.ok:
+            succeeded[record.index] = msgspec.to_builtins(record.result)
+    items = ItemsFile(job / "items.jsonl")
+    try:
+        ids = list(items.ids)
+    finally:
+        items.close()
+    out = []
+    for index in range(doc["counts"]["total"]):
+        item: dict[str, Any] = {
+            "id": ids[index],
+            "status": statuses[index],
+            "attempts": attempts[index],
+            "max_attempts": limits[index],
+        }
+        extra = detail.get(index, {})
+        result = extra.get("result")
+        if result is None and index in succeeded and statuses[index] == "succeeded":
+            result = succeeded[index]
+        if result is not None:
+            item["result"] = result
+        if extra.get("failed_attempts"):
+            item["failed_attempts"] = extra["failed_attempts"]
+        out.append(item)
+    return out

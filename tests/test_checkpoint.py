@@ -9,6 +9,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prodigy.checkpoint import (
     CheckpointDocument,
@@ -17,6 +19,7 @@ from prodigy.checkpoint import (
     checkpoint_document,
     encode_checkpoint,
     read_checkpoint,
+    restore_state,
     snapshot,
 )
 from prodigy.errors import StateError
@@ -25,11 +28,13 @@ from prodigy.state import (
     AttemptEnded,
     ItemsFrozen,
     JobState,
+    Record,
     SetupCompleted,
     apply_record,
     replay,
 )
 from prodigy.store import JobDir, write_checkpoint
+from test_state import HEAD, N_ITEMS, record_strategy
 
 INFO = JobInfo(
     job_id="mapreduce-20260101-000000",
@@ -64,7 +69,7 @@ def test_document_says_where_the_job_stands() -> None:
             ended(1, False, 2),
         ]
     )
-    document = checkpoint_document(state, INFO, ["a", "b", "c"])
+    document = checkpoint_document(state, INFO, ["a", "b", "c"].__getitem__)
     doc = msgspec.json.decode(encode_checkpoint(document))
     assert msgspec.json.decode(encode_checkpoint(document), type=CheckpointDocument) == document
     assert doc["version"] == 2 and doc["phase"] == "map"
@@ -77,17 +82,27 @@ def test_document_says_where_the_job_stands() -> None:
         "dead_lettered": 1,
         "skipped": 0,
     }
-    assert [i["status"] for i in doc["items"]] == ["succeeded", "dead-lettered", "pending"]
+    items = doc["items"]
+    assert (items["succeeded"], items["dead-lettered"], items["pending"]) == (
+        [[0, 0]],
+        [[1, 1]],
+        [[2, 2]],
+    )
+    assert items["attempts"] == [[1, 1], [2, 1], [0, 1]] and items["max_attempts"] == [[2, 3]]
     assert doc["dlq"] == ["b"] and doc["setup"]["outputs"] == {"k": "v"}
     assert doc["items_file"] == "items.jsonl" and doc["workflow"]["config"] == {"name": "t"}
-    assert "result" not in doc["items"][2], "an item that never ran has no result"
+    # Detail only for the item that failed: a succeeded item's result is in the journal.
+    assert [(d["id"], d["status"]) for d in items["detail"]] == [("b", "dead-lettered")]
+    assert items["detail"][0]["result"]["error"] == "x"
 
 
 def test_running_items_are_shown_as_running_and_counted_apart() -> None:
     retry = AttemptEnded(index=0, outcome="retry", result=ended(0, False).result)
     state = replay([SetupCompleted(outputs={}), ItemsFrozen(count=3, max_attempts=2), retry])
-    doc = checkpoint_document(state, INFO, ["a", "b", "c"], running=frozenset({0, 1}))
-    assert [i.status for i in doc.items] == ["running", "running", "pending"]
+    doc = checkpoint_document(state, INFO, ["a", "b", "c"].__getitem__, running=frozenset({0, 1}))
+    assert doc.items is not None and doc.items.running == [0, 1]
+    # Running is shown apart; the ranges keep what a resume runs them as.
+    assert (doc.items.retriable, doc.items.pending) == ([(0, 0)], [(1, 2)])
     assert (doc.counts.pending, doc.counts.running, doc.counts.failed_retriable) == (1, 2, 0)
 
 
@@ -110,7 +125,7 @@ def test_a_damaged_latest_checkpoint_names_the_file_and_the_older_ones(tmp_path:
         b"[]",
         b"null",
         b'{"format": "prodigy-checkpoint/1"}',
-        b'{"format": "prodigy-checkpoint/2", "job_id": "j", "version": 3,'
+        b'{"format": "prodigy-checkpoint/9", "job_id": "j", "version": 3,'
         b' "counts": {"total": 1, "succeeded": 1}}',
         b'{"format": "prodigy-checkpoint/1", "job_id": "j", "version": -1,'
         b' "counts": {"total": 1, "succeeded": 1}}',
@@ -133,7 +148,7 @@ def test_a_written_checkpoint_reads_back(tmp_path: Path) -> None:
     job = job_dir(tmp_path)
     state = replay([SetupCompleted(outputs={}), ItemsFrozen(count=2, max_attempts=1)])
     apply_record(state, ended(0, True))
-    doc = checkpoint_document(state, INFO, ["a", "b"])
+    doc = checkpoint_document(state, INFO, ["a", "b"].__getitem__)
     write_checkpoint(job, state.version, encode_checkpoint(doc), keep=3)
     head = read_checkpoint(job)
     assert (head.job_id, head.version) == (INFO.job_id, 1)
@@ -147,7 +162,7 @@ def test_background_writes_coalesce_and_the_last_version_is_written(tmp_path: Pa
     writer = CheckpointWriter(
         job, INFO, keep=3, after_write=lambda s: written.append(s.version), on_error=errors.append
     )
-    writer.item_ids = ["a"] * 200
+    writer.item_id = lambda index: "a"
     state = JobState()
     for record in [SetupCompleted(outputs={}), ItemsFrozen(count=200, max_attempts=1)]:
         apply_record(state, record)
@@ -200,3 +215,39 @@ def test_a_snapshot_copies_every_field_of_the_state() -> None:
     for f in dataclasses.fields(JobState):
         assert getattr(copy, f.name) == getattr(state, f.name), f.name
     assert copy.status is not state.status and copy.merging is not state.merging
+
+
+# ---- property: a checkpoint plus the journal after it is the whole journal ---------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(record_strategy, max_size=40), st.data())
+def test_restoring_a_checkpoint_then_the_records_after_it_equals_a_full_replay(
+    tail: list[Record], data: st.DataObject
+) -> None:
+    """What resume does (newest checkpoint + the journal after it) gives the state a replay of
+    the whole journal gives, wherever the checkpoint was taken."""
+    records = [*HEAD, *tail]
+    cut = data.draw(st.integers(0, len(records)))
+    taken = replay(records[:cut], compact=True)
+    running = frozenset(data.draw(st.sets(st.integers(0, N_ITEMS - 1), max_size=3)))
+    running = frozenset(i for i in running if taken.item_count and taken.status[i] in (0, 3))
+    document = checkpoint_document(taken, INFO, "item-{}".format, running)
+    again = msgspec.json.decode(encode_checkpoint(document), type=CheckpointDocument)
+    restored = restore_state(again)
+    for record in records[cut:]:
+        apply_record(restored, record)
+    assert restored == replay(records, compact=True)
+
+
+def test_a_checkpoint_does_not_grow_with_finished_items() -> None:
+    def size(n: int) -> int:
+        state = replay(
+            [SetupCompleted(outputs={}), ItemsFrozen(count=n, max_attempts=1)], compact=True
+        )
+        for index in range(n):
+            apply_record(state, ended(index, True))
+        return len(encode_checkpoint(checkpoint_document(state, INFO, str)))
+
+    # A hundred times the items: only the numbers get longer.
+    assert size(20_000) - size(200) < 20

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ from prodigy.items import (
     parse_sort_by,
     read_input_document,
     select_items,
+    stream_items,
 )
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
@@ -492,3 +494,45 @@ def test_hundred_thousand_items_take_the_plain_path_fast_route(
     loaded = load(tmp_path, input="big.json", json_path="$.files[*]")
     assert len(loaded.items) == 100_000
     assert loaded.items[-1] == WorkItem(99_999, "item_99999", rows[-1])
+
+
+# ---- streamed: a plain input file read one item at a time ------------------------------------
+
+
+@pytest.mark.parametrize("name", ["items.json", "items.jsonl"])
+@pytest.mark.parametrize(
+    ("offset", "max_items", "id_field"),
+    [(0, None, None), (2, 3, None), (0, 4, "key"), (9, None, None), (1, None, "key")],
+)
+def test_streamed_items_are_the_items_load_items_selects(
+    tmp_path: Path, name: str, offset: int, max_items: int | None, id_field: str | None
+) -> None:
+    rows = [{"key": f"k{i}", "n": i, "big": 123456789012345678901234567890} for i in range(7)]
+    path = tmp_path / name
+    if name.endswith(".jsonl"):
+        path.write_text("".join(json.dumps(r) + "\n\n" for r in rows))
+    else:
+        path.write_text(json.dumps(rows))
+    spec = ItemSpec(input=name, offset=offset, max_items=max_items, id_field=id_field)
+    streamed = stream_items(spec, tmp_path)
+    assert streamed is not None
+    got = [(i.index, i.id, msgspec.json.decode(i.data)) for i in streamed.items]
+    loaded = load_items(spec, tmp_path, {})
+    assert got == [(i.index, i.id, i.data) for i in loaded.items]
+    assert streamed.warnings == loaded.warnings
+
+
+def test_inputs_that_need_the_whole_document_are_not_streamed(tmp_path: Path) -> None:
+    (tmp_path / "items.json").write_text('{"items": [1, 2]}')
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert stream_items(ItemSpec(input="items.json"), tmp_path) is None
+    assert stream_items(ItemSpec(input="list.json", filter="x > 1"), tmp_path) is None
+    assert stream_items(ItemSpec(input="echo 1"), tmp_path) is None
+
+
+def test_a_bad_line_in_a_streamed_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "items.jsonl").write_text('{"a": 1}\n{"a": \n')
+    streamed = stream_items(ItemSpec(input="items.jsonl"), tmp_path)
+    assert streamed is not None
+    with pytest.raises(InputError, match=r"items.jsonl:2 is not valid JSON"):
+        list(streamed.items)

@@ -116,6 +116,6 @@ def test_frozen_items_are_checked_against_the_count_frozen(tmp_path: Path) -> No
     with pytest.raises(StateError, match="holds 3 of the 4 items frozen into it"):
         open_frozen_items(job, 4)
     job.items.write_bytes(whole[:-3])
-    with pytest.raises(StateError, match="is damaged at line 4") as refused:
+    with pytest.raises(StateError, match="is cut short: its last line is incomplete") as refused:
         open_frozen_items(job, 4)
     assert "left untouched" in refused.value.message and refused.value.hint

@@ -92,7 +92,14 @@ def plan(
     request: ResumeRequest,
     checkpoint_files: Sequence[int] = (),
 ) -> ResumePlan:
-    return plan_resume(JOB, records, replay(records), workflow, request, checkpoint_files)
+    return plan_resume(
+        JOB,
+        lambda version: replay(records, version),
+        replay(records),
+        workflow,
+        request,
+        checkpoint_files,
+    )
 
 
 def refusal(
@@ -261,5 +268,12 @@ def test_a_job_stopped_in_reduce_resumes_at_its_next_step(workflow: Workflow) ->
 def test_planning_leaves_the_state_untouched(workflow: Workflow) -> None:
     state = replay(UNFINISHED)
     before = (bytes(state.status), list(state.attempts), list(state.limits), state.version)
-    plan_resume(JOB, UNFINISHED, state, workflow, ResumeRequest(force=True, extra_retries=2), ())
+    plan_resume(
+        JOB,
+        lambda v: replay(UNFINISHED, v),
+        state,
+        workflow,
+        ResumeRequest(force=True, extra_retries=2),
+        (),
+    )
     assert (bytes(state.status), list(state.attempts), list(state.limits), state.version) == before

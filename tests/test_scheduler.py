@@ -37,6 +37,9 @@ from prodigy.workflow import ErrorPolicy, RetryConfig
 class Items:
     ids: list[str]
 
+    def id_of(self, index: int) -> str:
+        return self.ids[index]
+
     def get(self, index: int) -> WorkItem:
         return WorkItem(index=index, id=self.ids[index], data={"n": index})
 
@@ -111,7 +114,7 @@ async def schedule(
         world.events,
         Reporter(io.StringIO(), io.StringIO()),
     )
-    todo = indexes if indexes is not None else list(range(len(ids)))
+    todo = indexes  # None: every pending or retriable item, found in the state
     if during is None:
         await scheduler.run(todo)
     else:
@@ -267,7 +270,7 @@ def test_an_attempt_killed_by_the_runs_own_signal_is_not_a_failure(tmp_path: Pat
 
     asyncio.run(schedule(world, run_attempt, max_parallel=1))
     assert world.recorded() == []
-    assert counts(world.state).pending == 2 and world.state.attempts == [0, 0]
+    assert counts(world.state).pending == 2 and list(world.state.attempts) == [0, 0]
 
 
 def test_a_record_that_cannot_be_written_stops_the_run_and_is_never_lost(

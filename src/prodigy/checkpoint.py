@@ -9,7 +9,10 @@ completions arrive faster than files can be written.
 from __future__ import annotations
 
 import asyncio
+import re
+import sys
 import time
+from array import array
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -26,13 +29,15 @@ from prodigy.state import (
     JobState,
     Phase,
     Record,
+    Spend,
     counts,
+    int_array,
     phase,
 )
 from prodigy.store import JobDir, write_checkpoint
 
-CheckpointFormat = Literal["prodigy-checkpoint/1"]
-FORMAT: CheckpointFormat = "prodigy-checkpoint/1"
+CheckpointFormat = Literal["prodigy-checkpoint/1", "prodigy-checkpoint/2"]
+FORMAT: CheckpointFormat = "prodigy-checkpoint/2"
 
 _NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -46,7 +51,7 @@ class CheckpointHead(msgspec.Struct, frozen=True):
     """The part of a checkpoint file that resume and the listings rely on.
 
     Decoding into it checks the shape as well as the syntax, so valid JSON of the wrong shape
-    is damage like a torn file; the items array is skipped without being built.
+    is damage like a torn file; the items part is skipped without being built.
     """
 
     format: CheckpointFormat
@@ -85,15 +90,16 @@ class Snapshot:
 
 
 def snapshot(state: JobState) -> JobState:
-    """A copy safe to encode on another thread while the engine keeps mutating the original."""
+    """A copy safe to encode on another thread while the engine keeps mutating the original.
+    Cheap: compact arrays, and detail only for failed items."""
     return JobState(
         version=state.version,
         setup_done=state.setup_done,
         setup_outputs=dict(state.setup_outputs),
         item_count=state.item_count,
         status=bytearray(state.status),
-        attempts=list(state.attempts),
-        limits=list(state.limits),
+        attempts=array(state.attempts.typecode, state.attempts),
+        limits=array(state.limits.typecode, state.limits),
         results=dict(state.results),
         merging=dict(state.merging),
         history={i: list(h) for i, h in state.history.items()},
@@ -102,6 +108,8 @@ def snapshot(state: JobState) -> JobState:
         ended=state.ended,
         end_reason=state.end_reason,
         spent=state.spent,
+        compact=state.compact,
+        journal_bytes=state.journal_bytes,
     )
 
 
@@ -143,13 +151,54 @@ class CostPart(msgspec.Struct, frozen=True):
     output_tokens: int
 
 
-class CheckpointItem(msgspec.Struct, frozen=True, omit_defaults=True):
+class JournalPart(msgspec.Struct, frozen=True):
+    """Where the rest of the story is: the journal's first `bytes` bytes are folded into this
+    checkpoint (resume replays only what follows), and succeeded items' results are there."""
+
+    file: str
+    bytes: _NonNegative
+
+
+Range = tuple[int, int]  # first and last index, inclusive
+Run = tuple[int, int]  # a value and how many items in a row have it
+
+
+class ItemDetail(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An item with something to tell beyond its status: a failed attempt."""
+
+    index: int
     id: str
     status: StatusName
     attempts: int
     max_attempts: int
-    result: Attempt | None = None
+    result: Attempt | None = None  # the last attempt, when it failed
     failed_attempts: list[Attempt] | None = None
+
+
+class MergingItem(msgspec.Struct, frozen=True):
+    """Succeeded in its worktree; its merge into the job's branch is not recorded yet."""
+
+    index: int
+    id: str
+    result: Attempt
+
+
+class ItemsPart(msgspec.Struct, frozen=True, rename={"retriable": "failed-retriable"}):
+    """Every item, compactly: index ranges per recorded status, run-length attempt counts,
+    and full detail only for items that failed an attempt. Items in `running` have an attempt
+    in flight; they are also in `pending` or `failed-retriable`, which is how a resume runs them.
+    """
+
+    pending: list[Range]
+    succeeded: list[Range]
+    retriable: list[Range]
+    dead_lettered: list[Range] = msgspec.field(name="dead-lettered")
+    skipped: list[Range] = msgspec.field(default_factory=list)
+    running: list[int] = msgspec.field(default_factory=list)
+    attempts: list[Run] = msgspec.field(default_factory=list)
+    max_attempts: list[Run] = msgspec.field(default_factory=list)
+    detail: list[ItemDetail] = msgspec.field(default_factory=list)
+    merging: list[MergingItem] = msgspec.field(default_factory=list)
 
 
 class CheckpointDocument(msgspec.Struct, frozen=True):
@@ -164,12 +213,14 @@ class CheckpointDocument(msgspec.Struct, frozen=True):
     workflow: WorkflowRef
     workdir: str
     items_file: str
+    journal: JournalPart
     counts: ItemCounts
     setup: SetupPart
     reduce: ReducePart
     cost: CostPart
     dlq: list[str]
-    items: list[CheckpointItem]
+    items: ItemsPart | None  # None until the items are frozen
+    end_reason: str = ""
 
 
 def _item_counts(state: JobState, running: frozenset[int]) -> ItemCounts:
@@ -188,23 +239,79 @@ def _item_counts(state: JobState, running: frozenset[int]) -> ItemCounts:
     )
 
 
-def checkpoint_document(
-    state: JobState, info: JobInfo, item_ids: list[str], running: frozenset[int] = frozenset()
-) -> CheckpointDocument:
-    """The checkpoint file's content. `running` items are shown as such; the record has them
-    pending (or retriable), which is what a resume runs them as."""
-    items = [
-        CheckpointItem(
-            id=item_ids[i] if i < len(item_ids) else f"#{i}",
-            status="running" if i in running else STATUS_NAMES[ItemStatus(status)],
+_SAME_BYTE = re.compile(rb"(.)\1*", re.DOTALL)
+
+
+def status_ranges(status: bytearray) -> dict[ItemStatus, list[Range]]:
+    """Index ranges per status, found at C speed (a job's statuses come in long runs)."""
+    ranges: dict[ItemStatus, list[Range]] = {s: [] for s in ItemStatus}
+    for run in _SAME_BYTE.finditer(status):
+        ranges[ItemStatus(status[run.start()])].append((run.start(), run.end() - 1))
+    return ranges
+
+
+def value_runs(values: array[int]) -> list[Run]:
+    """`[value, count]` pairs, in order: run-length encoding at C speed."""
+    size = values.itemsize
+    same = re.compile(b"(.{%d})\\1*" % size, re.DOTALL)
+    data = values.tobytes()
+    return [
+        (int.from_bytes(m.group(1), sys.byteorder), (m.end() - m.start()) // size)
+        for m in same.finditer(data)
+    ]
+
+
+def _expand_runs(runs: list[Run], count: int, what: str) -> array[int]:
+    values = int_array(0)
+    for value, length in runs:
+        values.extend(int_array(length, value))
+    if len(values) != count:
+        raise StateError(f"The checkpoint's {what} cover {len(values)} items, not {count}.")
+    return values
+
+
+ItemId = Callable[[int], str]
+
+
+def _items_part(state: JobState, item_id: ItemId, running: frozenset[int]) -> ItemsPart:
+    ranges = status_ranges(state.status)
+    detail = [
+        ItemDetail(
+            index=i,
+            id=item_id(i),
+            status=STATUS_NAMES[ItemStatus(state.status[i])],
             attempts=state.attempts[i],
             max_attempts=state.limits[i],
-            result=state.results.get(i),
+            result=None if state.status[i] == ItemStatus.SUCCEEDED else state.results.get(i),
             failed_attempts=state.history.get(i),
         )
-        for i, status in enumerate(state.status)
+        for i in sorted(
+            {i for i in state.results if state.status[i] != ItemStatus.SUCCEEDED}
+            | set(state.history)
+        )
     ]
+    return ItemsPart(
+        pending=ranges[ItemStatus.PENDING],
+        succeeded=ranges[ItemStatus.SUCCEEDED],
+        retriable=ranges[ItemStatus.RETRIABLE],
+        dead_lettered=ranges[ItemStatus.DEAD],
+        skipped=ranges[ItemStatus.SKIPPED],
+        running=sorted(running),
+        attempts=value_runs(state.attempts),
+        max_attempts=value_runs(state.limits),
+        detail=detail,
+        merging=[MergingItem(i, item_id(i), r) for i, r in sorted(state.merging.items())],
+    )
+
+
+def checkpoint_document(
+    state: JobState, info: JobInfo, item_id: ItemId, running: frozenset[int] = frozenset()
+) -> CheckpointDocument:
+    """The checkpoint file's content. `running` items are shown as such; the record has them
+    pending (or retriable), which is what a resume runs them as. Its size grows with the
+    failures and the number of status runs, not with the items finished."""
     spent = state.spent
+    frozen = state.item_count is not None
     return CheckpointDocument(
         format=FORMAT,
         job_id=info.job_id,
@@ -215,13 +322,86 @@ def checkpoint_document(
         workflow=WorkflowRef(info.workflow_path, info.workflow_hash, info.workflow_config),
         workdir=info.workdir,
         items_file="items.jsonl",
+        journal=JournalPart("journal.jsonl", state.journal_bytes),
         counts=_item_counts(state, running),
         setup=SetupPart(state.setup_done, state.setup_outputs),
         reduce=ReducePart(info.reduce_steps, state.reduce_done, state.reduce_outputs),
-        cost=CostPart(round(spent.cost_usd, 6), spent.input_tokens, spent.output_tokens),
-        dlq=[item_ids[i] for i in state.indexes_with(ItemStatus.DEAD) if i < len(item_ids)],
-        items=items,
+        cost=CostPart(spent.cost_usd, spent.input_tokens, spent.output_tokens),
+        dlq=[item_id(i) for i in state.indexes_with(ItemStatus.DEAD)],
+        items=_items_part(state, item_id, running) if frozen else None,
+        end_reason=state.end_reason,
     )
+
+
+_STATUS_OF_NAME: dict[str, ItemStatus] = {name: status for status, name in STATUS_NAMES.items()}
+
+
+def restore_state(doc: CheckpointDocument) -> JobState:
+    """The compact state a checkpoint describes (`checkpoint_document`'s inverse, less the
+    results of succeeded items, which stay in the journal). StateError if inconsistent."""
+    state = JobState(
+        version=doc.version,
+        setup_done=doc.setup.completed,
+        setup_outputs=dict(doc.setup.outputs),
+        reduce_done=doc.reduce.steps_completed,
+        reduce_outputs=dict(doc.reduce.outputs),
+        ended=None if doc.status == "running" else doc.status,
+        end_reason=doc.end_reason,
+        spent=Spend(doc.cost.usd, doc.cost.input_tokens, doc.cost.output_tokens),
+        compact=True,
+        journal_bytes=doc.journal.bytes,
+    )
+    part = doc.items
+    if part is None:
+        return state
+    total = doc.counts.total
+    state.item_count = total
+    state.status = bytearray(total)
+    named = (
+        (ItemStatus.SUCCEEDED, part.succeeded),
+        (ItemStatus.RETRIABLE, part.retriable),
+        (ItemStatus.DEAD, part.dead_lettered),
+        (ItemStatus.SKIPPED, part.skipped),
+    )
+    for status, ranges in named:
+        for first, last in ranges:
+            if not 0 <= first <= last < total:
+                raise StateError(f"The checkpoint's item range [{first}, {last}] is out of range.")
+            state.status[first : last + 1] = bytes([status]) * (last - first + 1)
+    state.attempts = _expand_runs(part.attempts, total, "attempt counts")
+    state.limits = _expand_runs(part.max_attempts, total, "attempt limits")
+    for item in part.detail:
+        if item.result is not None:
+            state.results[item.index] = item.result
+        if item.failed_attempts:
+            state.history[item.index] = list(item.failed_attempts)
+        if _STATUS_OF_NAME.get(item.status) != state.status[item.index]:
+            raise StateError(f"The checkpoint's detail of item {item.id} contradicts its ranges.")
+    state.merging = {m.index: m.result for m in part.merging}
+    restored = counts(state)
+    if (restored.succeeded, restored.dead) != (doc.counts.succeeded, doc.counts.dead_lettered):
+        raise StateError("The checkpoint's item ranges contradict its counts.")
+    return state
+
+
+_document_decoder = msgspec.json.Decoder(CheckpointDocument)
+
+
+def decode_checkpoint(data: bytes) -> CheckpointDocument:
+    """A whole checkpoint file; msgspec.DecodeError (or ValidationError) if damaged."""
+    return _document_decoder.decode(data)
+
+
+def newest_checkpoint(job: JobDir) -> CheckpointDocument | None:
+    """The latest checkpoint file, if it can be resumed from: None when it is missing,
+    unreadable or of an older format (the caller then replays the whole journal)."""
+    try:
+        document = decode_checkpoint(job.latest.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return None
+    if document.format != FORMAT or document.job_id != job.job_id:
+        return None
+    return document
 
 
 def encode_checkpoint(document: CheckpointDocument) -> bytes:
@@ -274,7 +454,7 @@ class CheckpointWriter:
         self.keep = keep
         self.after_write = after_write
         self.on_error = on_error
-        self.item_ids: list[str] = []
+        self.item_id: ItemId = str
         self.running: Callable[[], Iterable[int]] = tuple
         self.spawn: Spawn = asyncio.ensure_future
         self.written_version = job.latest_version()
@@ -287,7 +467,7 @@ class CheckpointWriter:
         self.after_write(state)
 
     def _write(self, snap: Snapshot) -> None:
-        doc = checkpoint_document(snap.state, self.info, self.item_ids, snap.running)
+        doc = checkpoint_document(snap.state, self.info, self.item_id, snap.running)
         try:
             write_checkpoint(self.job, snap.state.version, encode_checkpoint(doc), self.keep)
         except OSError as exc:

@@ -63,12 +63,12 @@ class RunContext:
         return {**self.workflow.env, **self.state.captures(), "job_id": self.meta.job_id}
 
     def item_id(self, index: int) -> str:
-        return self.items.ids[index] if self.items is not None else f"#{index}"
+        return self.items.id_of(index) if self.items is not None else f"#{index}"
 
     def open_items(self) -> ItemsFile:
         if self.items is None:
             self.items = ItemsFile(self.job.items)
-            self.writer.item_ids = self.items.ids
+            self.writer.item_id = self.items.id_of
         return self.items
 
     def write_metadata(self, status: str, state: JobState | None = None) -> None:

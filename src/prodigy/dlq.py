@@ -127,7 +127,7 @@ def entries_from_state(
 def dlq_entries(job: JobDir, state: JobState | None = None) -> list[DlqEntry]:
     """The job's DLQ as it stands now (rebuilt from the journal unless `state` is given)."""
     if state is None:
-        state, _ = load_state(job)
+        state = load_state(job)
     if state.item_count is None or not state.indexes_with(ItemStatus.DEAD):
         return []
     items = ItemsFile(job.items)
@@ -187,7 +187,7 @@ class ItemLookup:
 
 def lookup_item(job: JobDir, item_id: str) -> ItemLookup:
     """One item by id, whatever its status; an unknown id is an error naming the fix."""
-    state, _ = load_state(job)
+    state = load_state(job)
     if state.item_count is None:
         raise ProdigyError(
             f"Job {job.job_id} has no items yet (its setup phase has not finished), so it has "

@@ -193,12 +193,8 @@ class JobRunner:
         )
         run.writer.running = scheduler.running.values
         merges = dict(run.state.merging) if only is None else {}
-        todo = only
-        if todo is None:
-            waiting = run.state.indexes_with(ItemStatus.PENDING, ItemStatus.RETRIABLE)
-            todo = [i for i in waiting if i not in merges]
         try:
-            await scheduler.run(todo, merges)
+            await scheduler.run(only, merges)
         finally:
             run.writer.running = tuple
 

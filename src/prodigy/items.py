@@ -11,7 +11,7 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -79,6 +79,109 @@ class SortKey:
 def load_items(spec: ItemSpec, cwd: Path, env: Mapping[str, str]) -> LoadedItems:
     """Read `spec.input` in `cwd` (commands get `env` as their whole environment), then select."""
     return select_items(read_input_document(spec.input, cwd, env), spec)
+
+
+# ---- a large plain input file, one item at a time -----------------------------------------------
+
+
+@dataclass
+class StreamedItems:
+    """Items read one at a time; `warnings` is complete once `items` is exhausted."""
+
+    items: Iterator[WorkItem]
+    warnings: list[str]
+
+
+def stream_items(spec: ItemSpec, cwd: Path) -> StreamedItems | None:
+    """The items of an input file that needs no whole-document step (no json_path, filter,
+    sort_by or distinct), read one at a time so that freezing a million items takes no more
+    memory than the file; None for every other input, which `load_items` reads whole."""
+    if spec.json_path or spec.filter or spec.sort_by or spec.distinct:
+        return None
+    text = spec.input.strip()
+    path = cwd / text
+    suffix = path.suffix.lower()
+    try:
+        if not text or suffix not in (".json", ".jsonl") or not path.is_file():
+            return None
+    except (OSError, ValueError):
+        return None
+    _window([], spec.offset, spec.max_items, [])  # the same checks of offset and max_items
+    if suffix == ".jsonl":
+        values: Iterator[Any] = _json_lines(path, text)
+    else:
+        try:
+            data = path.read_bytes().removeprefix(_BOM)
+            elements = msgspec.json.decode(data, type=list[msgspec.Raw])
+        except (OSError, msgspec.DecodeError):
+            return None  # not an array, or not JSON: `load_items` says which
+        values = _drain(elements)
+    streamed = StreamedItems(iter(()), [])
+    streamed.items = _identified(_windowed(values, spec, streamed.warnings), spec.id_field)
+    return streamed
+
+
+def _json_lines(path: Path, shown: str) -> Iterator[msgspec.Raw]:
+    """A .jsonl file's values, unparsed but checked to be JSON, as `_parse_json_lines` reads."""
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if number == 1:
+                line = line.removeprefix(_BOM)
+            if line.isspace() or not line:
+                continue
+            try:
+                yield msgspec.json.decode(line, type=msgspec.Raw)
+            except msgspec.DecodeError as exc:
+                reason = _BYTE_POSITION.sub("", str(exc)).removeprefix("JSON is malformed: ")
+                raise _input_error(
+                    f"input file {shown}:{number} is not valid JSON: {reason}",
+                    hint="A .jsonl file needs one JSON value on each line.",
+                ) from None
+
+
+def _drain(elements: list[msgspec.Raw]) -> Iterator[msgspec.Raw]:
+    """The elements in order, each let go of once it is handed out."""
+    empty = msgspec.Raw(b"null")
+    for index in range(len(elements)):
+        value, elements[index] = elements[index], empty
+        yield value
+
+
+def _windowed(values: Iterator[Any], spec: ItemSpec, warnings: list[str]) -> Iterator[Any]:
+    seen = 0
+    for value in values:
+        seen += 1
+        if seen <= spec.offset:
+            continue
+        if spec.max_items is not None and seen > spec.offset + spec.max_items:
+            return
+        yield value
+    if spec.offset and seen and spec.offset >= seen:
+        warnings.append(f"offset {spec.offset} skipped all {seen} items; the job has 0 items")
+
+
+def _identified(values: Iterator[msgspec.Raw], id_field: str | None) -> Iterator[WorkItem]:
+    if id_field is None:
+        for index, value in enumerate(values):
+            yield WorkItem(index, f"item_{index}", value)
+        return
+    get = field_getter(_field_path(id_field, "id_field"))
+    first_index: dict[str, int] = {}
+    for index, raw in enumerate(values):
+        value = msgspec.json.decode(raw)
+        if not isinstance(value, dict):
+            raise _input_error(
+                f"item {index} is not an object ({_preview(value)}), so id_field "
+                f"'{id_field}' cannot apply"
+            )
+        item_id = _id_text(get(value), index, id_field)
+        earlier = first_index.setdefault(item_id, index)
+        if earlier != index:
+            raise _input_error(
+                f"items {earlier} and {index} have the same id '{item_id}' "
+                f"(map.id_field '{id_field}'); item ids must be unique"
+            )
+        yield WorkItem(index, item_id, raw)
 
 
 # ---- step 1: the input document ----------------------------------------------------------------

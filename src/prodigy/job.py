@@ -7,21 +7,33 @@ back only here: strictly to run the job, leniently to list it.
 
 from __future__ import annotations
 
+import itertools
 import os
 from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import msgspec
 
+from prodigy.checkpoint import CheckpointDocument, restore_state
 from prodigy.errors import StateError
 from prodigy.events import now_iso
 from prodigy.items import WorkItem
-from prodigy.journal import Journal, JournalContents, read_journal
-from prodigy.state import Counts, JobState, Phase, Record, counts, phase, replay
-from prodigy.store import JobDir, atomic_write, create_job_dir
+from prodigy.journal import Journal, JournalScan, replay_journal
+from prodigy.state import (
+    Counts,
+    JobState,
+    Phase,
+    Record,
+    RolledBack,
+    apply_record,
+    counts,
+    phase,
+)
+from prodigy.store import JobDir, atomic_writer, create_job_dir
 
 
 class _ItemLine(msgspec.Struct, array_like=True):
@@ -33,13 +45,51 @@ _item_encoder = msgspec.json.Encoder()
 _item_decoder = msgspec.json.Decoder(_ItemLine)
 
 
-def write_items(job: JobDir, items: list[WorkItem]) -> None:
-    """Freeze the job's items: one `[id, data]` line per item, in index order."""
-    buf = bytearray()
-    for item in items:
-        buf += _item_encoder.encode([item.id, item.data])
-        buf += b"\n"
-    atomic_write(job.items, bytes(buf))
+def write_items(job: JobDir, items: Iterable[WorkItem]) -> int:
+    """Freeze the job's items: one `[id, data]` line per item, in index order; the count."""
+    count = 0
+    with atomic_writer(job.items) as out:
+        buf = bytearray()
+        for item in items:
+            buf += _item_encoder.encode([item.id, item.data])
+            buf += b"\n"
+            count += 1
+            if len(buf) >= _CHUNK:
+                out.write(buf)
+                buf.clear()
+        out.write(buf)
+    return count
+
+
+_CHUNK = 1 << 20
+
+
+class ItemIds(Sequence[str]):
+    """The items' ids, read from the items file when asked for (never all held in memory)."""
+
+    def __init__(self, items: ItemsFile) -> None:
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self._items.id_of(i) for i in range(len(self))[index]]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self._items.id_of(index % len(self))
+
+    def __iter__(self) -> Iterator[str]:
+        with self._items.path.open("rb") as lines:
+            for line in lines:
+                yield self._items.decode_line(line).id
 
 
 def items_damaged(path: Path, problem: str) -> StateError:
@@ -67,58 +117,105 @@ def open_frozen_items(job: JobDir, count: int | None) -> ItemsFile:
 
 
 class ItemsFile:
-    """Random access to the frozen items."""
+    """Random access to the frozen items: 8 bytes of memory per item (its offset)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.ids: list[str] = []
-        self._offsets = array("Q")
         try:
-            data = path.read_bytes()
+            file = path.open("rb")
         except FileNotFoundError:
             raise items_damaged(path, "is missing") from None
-        offset = 0
-        for number, line in enumerate(data.split(b"\n"), start=1):
-            if line:
-                try:
-                    self.ids.append(_item_decoder.decode(line).id)
-                except msgspec.DecodeError as exc:
-                    raise items_damaged(path, f"is damaged at line {number} ({exc})") from None
-                self._offsets.append(offset)
-            offset += len(line) + 1
+        with file:
+            # Where every line starts, plus where the last one ends: C-speed loops only.
+            self._offsets = array("Q", [0])
+            self._offsets.extend(itertools.accumulate(map(len, file)))
+        size = self._offsets[-1]
+        if size and self._last_byte(size) != b"\n":
+            raise items_damaged(path, "is cut short: its last line is incomplete")
         self._fd = os.open(path, os.O_RDONLY)
+        self.ids = ItemIds(self)
+
+    def _last_byte(self, size: int) -> bytes:
+        with self.path.open("rb") as file:
+            file.seek(size - 1)
+            return file.read(1)
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self._offsets) - 1
+
+    def _line(self, index: int) -> _ItemLine:
+        start = self._offsets[index]
+        return self.decode_line(os.pread(self._fd, self._offsets[index + 1] - start, start))
+
+    def decode_line(self, line: bytes) -> _ItemLine:
+        try:
+            return _item_decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            raise items_damaged(self.path, f"is damaged ({exc})") from None
+
+    def id_of(self, index: int) -> str:
+        return self._line(index).id
 
     def get(self, index: int) -> WorkItem:
-        start = self._offsets[index]
-        end = self._offsets[index + 1] if index + 1 < len(self._offsets) else None
-        length = (end - start) if end is not None else os.fstat(self._fd).st_size - start
-        line = _item_decoder.decode(os.pread(self._fd, length, start).rstrip(b"\n"))
+        line = self._line(index)
         return WorkItem(index=index, id=line.id, data=msgspec.json.decode(line.data))
 
     def close(self) -> None:
         os.close(self._fd)
 
 
-def load_state(job: JobDir, upto_version: int | None = None) -> tuple[JobState, JournalContents]:
-    contents = read_journal(job.journal)
-    return replay(contents.records, upto_version), contents
+def load_state(job: JobDir, upto_version: int | None = None) -> JobState:
+    """The whole state the journal records, every result included (for the views)."""
+    return replay_journal(job.journal, upto_version)
 
 
-def append_records(
-    job: JobDir, contents: JournalContents, records: list[Record]
-) -> tuple[JobState, JournalContents]:
-    """Durably append records outside a run (a rollback, a requeue), then rebuild the state.
+def load_run_state(job: JobDir, checkpoint: CheckpointDocument | None) -> JobState:
+    """The compact state a run starts from: the checkpoint's (when it says how much of the
+    journal it holds) plus the journal records after it, or else the whole journal replayed.
+    The cost depends on the records since the checkpoint, not on the job's size."""
+    if checkpoint is None or checkpoint.journal.bytes == 0:
+        return replay_journal(job.journal, compact=True)
+    state = restore_state(checkpoint)
+    start = checkpoint.journal.bytes
+    if not _is_record_boundary(job.journal, start):
+        raise StateError(
+            f"Checkpoint v{checkpoint.version} of job {job.job_id} is ahead of its journal "
+            f"(it holds {start} bytes of {job.journal}, which does not end a record there): "
+            "the state is inconsistent.",
+            hint="Pass --skip-validation to trust the journal, or --from-checkpoint N.",
+        )
+    scan = JournalScan(job.journal, start)
+    for record in scan:
+        if isinstance(record, RolledBack):
+            # A rollback needs the records before it: replay the journal from its start.
+            return replay_journal(job.journal, compact=True)
+        apply_record(state, record)
+    state.journal_bytes = scan.valid_bytes
+    return state
 
-    `contents` is what was read before: its intact length tells where a torn tail starts.
+
+def _is_record_boundary(path: Path, offset: int) -> bool:
+    try:
+        with path.open("rb") as file:
+            file.seek(offset - 1)
+            return file.read(1) == b"\n"
+    except FileNotFoundError:
+        raise StateError(
+            f"The journal {path} is missing, so its state cannot be rebuilt."
+        ) from None
+
+
+def append_records(job: JobDir, state: JobState, records: list[Record]) -> JobState:
+    """Durably append records outside a run (a rollback, a requeue); the state after them.
+
+    `state.journal_bytes` is how much of the journal is intact: a torn tail after it goes.
     """
     try:
-        journal = Journal(job.journal, contents.valid_bytes)
+        journal = Journal(job.journal, state.journal_bytes)
         try:
             if records:
                 journal.append_now(records)
+            size = journal.size
         finally:
             journal.close()
     except OSError as exc:
@@ -128,7 +225,12 @@ def append_records(
             "recorded.",
             hint="Free some space (or fix the permissions), then run the command again.",
         ) from None
-    return load_state(job)
+    if any(isinstance(r, RolledBack) for r in records):
+        return replay_journal(job.journal, compact=state.compact)
+    for record in records:
+        apply_record(state, record)
+    state.journal_bytes = size
+    return state
 
 
 Isolation = Literal["worktree", "none"]

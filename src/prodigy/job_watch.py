@@ -258,7 +258,7 @@ class JobWatch:
         except (StateError, OSError) as exc:
             self.problems["items"] = str(exc).rstrip(".")
             return False
-        self.item_ids = items.ids
+        self.item_ids = list(items.ids)
         items.close()
         self.problems.pop("items", None)
         return True

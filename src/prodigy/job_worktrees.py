@@ -178,15 +178,16 @@ def _recorded_attempts(state: JobState, item_id: list[str] | None) -> dict[str, 
 def _read_records(job: JobDir) -> tuple[JobState | None, list[str] | None]:
     """The job's state and item ids; None for what cannot be read (listing goes on)."""
     try:
-        state, _ = load_state(job)
+        state = load_state(job)
     except (StateError, OSError, ValueError, IndexError):
         return None, None
     try:
         items = ItemsFile(job.items)
     except (StateError, OSError):
         return state, None
+    ids = list(items.ids)
     items.close()
-    return state, items.ids
+    return state, ids
 
 
 class _Finder:

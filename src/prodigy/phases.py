@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,14 @@ from prodigy.context import RunContext
 from prodigy.display import plural
 from prodigy.errors import ProdigyError
 from prodigy.events import ReduceCompleted, ReduceStarted, SetupStarted
-from prodigy.items import ItemSpec, WorkItem, load_items
-from prodigy.job import write_items
+from prodigy.items import ItemSpec, WorkItem, load_items, stream_items
+from prodigy.job import ItemsFile, write_items
+from prodigy.journal import JournalScan, read_record_at
 from prodigy.scheduler import RunAttempt
 from prodigy.state import (
+    NO_SPEND,
     Attempt,
+    AttemptEnded,
     ItemsFrozen,
     ItemStatus,
     JobState,
@@ -34,6 +39,7 @@ from prodigy.state import (
     error_signature,
 )
 from prodigy.steps import StepContext, StepOutcome
+from prodigy.store import atomic_writer
 from prodigy.workflow import Step, Workflow
 from prodigy.worktree import ConflictSteps, parent_branch
 
@@ -106,34 +112,36 @@ async def run_setup(run: RunContext) -> str | None:
 
 async def freeze_items(run: RunContext) -> str | None:
     """Load the items (after setup, which may have made the input) and freeze them."""
-    items = run.options.preloaded_items
-    if items is None:
-        try:
-            loaded = await asyncio.to_thread(
-                load_items,
-                item_spec(run.workflow, run.options.max_items),
-                run.workspace.root,
-                run.phase_env(),
-            )
-        except ProdigyError as exc:
-            return str(exc)
-        for warning in loaded.warnings:
-            run.reporter.warn(f"warning: {warning}")
-        items = loaded.items
-    write_items(run.job, items)
+    try:
+        count, warnings = await asyncio.to_thread(_freeze, run)
+    except ProdigyError as exc:
+        return str(exc)
+    for warning in warnings:
+        run.reporter.warn(f"warning: {warning}")
     limit = run.workflow.error_policy.retry_config.max_attempts
-    await run.recorder.record(ItemsFrozen(count=len(items), max_attempts=limit))
+    await run.recorder.record(ItemsFrozen(count=count, max_attempts=limit))
     run.open_items()
     run.save_checkpoint()
     return None
 
 
+def _freeze(run: RunContext) -> tuple[int, list[str]]:
+    """Write the items file: streamed from a plain input file, else selected in memory."""
+    if run.options.preloaded_items is not None:
+        return write_items(run.job, run.options.preloaded_items), []
+    spec = item_spec(run.workflow, run.options.max_items)
+    streamed = stream_items(spec, run.workspace.root)
+    if streamed is not None:
+        return write_items(run.job, streamed.items), streamed.warnings
+    loaded = load_items(spec, run.workspace.root, run.phase_env())
+    return write_items(run.job, loaded.items), loaded.warnings
+
+
 async def run_reduce(run: RunContext) -> str | None:
     steps = run.workflow.reduce
     items = run.open_items()
-    results = map_results(run.state, items.ids)
     results_file = run.job.path / "map-results.json"
-    results_file.write_bytes(msgspec.json.encode(results))
+    await asyncio.to_thread(write_map_results, run.state, items, run.job.journal, results_file)
     c = counts(run.state)
     variables = run.variables()
     variables["map"] = {
@@ -141,8 +149,9 @@ async def run_reduce(run: RunContext) -> str | None:
         "failed": c.failed,
         "skipped": c.skipped,
         "total": c.total,
-        "results": results,
     }
+    if mentions(steps, "map.results"):
+        variables["map"]["results"] = msgspec.json.decode(results_file.read_bytes())
     env = {**run.phase_env(), "PRODIGY_MAP_RESULTS_FILE": str(results_file)}
     run.events.emit(ReduceStarted(steps=len(steps), first_step=run.state.reduce_done + 1))
 
@@ -164,33 +173,70 @@ async def run_reduce(run: RunContext) -> str | None:
     return None
 
 
-def map_results(state: JobState, ids: Sequence[str]) -> list[dict[str, Any]]:
-    """`${map.results}`: one entry per item, in item order, failed ones included."""
-    out: list[dict[str, Any]] = []
-    for index, status in enumerate(state.status):
-        last = state.results.get(index)
-        spent = state.item_spend(index)
-        name = (
-            "succeeded"
-            if status == ItemStatus.SUCCEEDED
-            else "skipped"
-            if status == ItemStatus.SKIPPED
-            else "failed"
-        )
-        out.append(
-            {
-                "item_id": ids[index],
-                "status": name,
-                "attempts": state.attempts[index],
-                "output": last.output if last is not None else "",
-                "error": last.error if last is not None and not last.ok else None,
-                "duration_s": last.duration_s if last is not None else 0.0,
-                "cost_usd": round(spent.cost_usd, 6),
-                "input_tokens": spent.input_tokens,
-                "output_tokens": spent.output_tokens,
-            }
-        )
-    return out
+def write_map_results(state: JobState, items: ItemsFile, journal: Path, out: Path) -> None:
+    """`${map.results}` as a JSON array file: one entry per item, in item order, failed ones
+    included. Written as a stream; succeeded items' results are read back from the journal
+    (one pass to find each one's record, then one read per item), never all held at once."""
+    where = array("q", [-1]) * (state.item_count or 0)
+    for start, record in JournalScan(journal).entries():
+        if isinstance(record, AttemptEnded) and record.result.ok:
+            where[record.index] = start
+    fd = os.open(journal, os.O_RDONLY)
+    try:
+        with atomic_writer(out) as file:
+            file.write(b"[")
+            for index in range(len(where)):
+                last = state.results.get(index)
+                if last is None and where[index] >= 0:
+                    found = read_record_at(fd, where[index])
+                    last = found.result if isinstance(found, AttemptEnded) else None
+                entry = map_result(state, index, items.id_of(index), last)
+                file.write((b"," if index else b"") + _encoder.encode(entry))
+            file.write(b"]")
+    finally:
+        os.close(fd)
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def map_result(state: JobState, index: int, item_id: str, last: Attempt | None) -> dict[str, Any]:
+    """One entry of `${map.results}`; `last` is the item's last ended attempt, if any."""
+    status = state.status[index]
+    spent = sum((p.spend for p in state.history.get(index, ())), NO_SPEND)
+    if last is not None and last.ok:
+        spent += last.spend
+    name = (
+        "succeeded"
+        if status == ItemStatus.SUCCEEDED
+        else "skipped"
+        if status == ItemStatus.SKIPPED
+        else "failed"
+    )
+    return {
+        "item_id": item_id,
+        "status": name,
+        "attempts": state.attempts[index],
+        "output": last.output if last is not None else "",
+        "error": last.error if last is not None and not last.ok else None,
+        "duration_s": last.duration_s if last is not None else 0.0,
+        "cost_usd": round(spent.cost_usd, 6),
+        "input_tokens": spent.input_tokens,
+        "output_tokens": spent.output_tokens,
+    }
+
+
+def mentions(steps: Sequence[Step], text: str) -> bool:
+    """Whether any of `steps` (their handlers included) has `text` in a template."""
+    for step in steps:
+        texts = [step.shell, step.claude, step.working_dir, *step.env.values()]
+        if step.write_file is not None:
+            texts += [step.write_file.path, step.write_file.content]
+        if any(text in (t or "") for t in texts):
+            return True
+        if step.on_failure is not None and mentions([step.on_failure], text):
+            return True
+    return False
 
 
 def conflict_steps(run: RunContext) -> ConflictSteps:

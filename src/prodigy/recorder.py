@@ -48,8 +48,7 @@ class Recorder:
     async def record(self, record: Record) -> bool:
         """Append `record` durably and fold it into the state; False if it was a duplicate."""
         if not isinstance(record, AttemptEnded):
-            await self.journal.append(record)
-            self._apply(record)
+            self._apply(record, await self.journal.append(record))
             return True
         index = record.index
         if is_duplicate_result(self.state, index) or index in self._succeeding:
@@ -60,14 +59,15 @@ class Recorder:
         if record.result.ok:
             self._succeeding.add(index)
         try:
-            await self.journal.append(record)
+            end = await self.journal.append(record)
         finally:
             self._succeeding.discard(index)
-        self._apply(record)
+        self._apply(record, end)
         return True
 
-    def _apply(self, record: Record) -> None:
+    def _apply(self, record: Record, journal_end: int) -> None:
         apply_record(self.state, record)
+        self.state.journal_bytes = journal_end
         for observer in self.observers:
             observer.recorded(record, self.state)
 

@@ -12,7 +12,7 @@ import asyncio
 import heapq
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ from prodigy.state import (
     Attempt,
     AttemptEnded,
     FailureLimits,
+    ItemStatus,
     JobState,
     MergeQueued,
     Outcome,
@@ -41,9 +42,54 @@ Integrate = Callable[[WorkItem, Attempt, bool], Awaitable[Attempt]]
 
 
 class ItemSource(Protocol):
-    ids: list[str]
+    def id_of(self, index: int) -> str: ...
 
     def get(self, index: int) -> WorkItem: ...
+
+
+_STARTABLE = (ItemStatus.PENDING, ItemStatus.RETRIABLE)
+
+
+class Backlog:
+    """The items still to start, in index order: the ones named, or else every item the state
+    has pending or retriable, found by scanning its status array as the run goes (never
+    listed in memory). Retries whose delay is over go first."""
+
+    def __init__(self, state: JobState, named: Iterable[int] | None, skip: Set[int]) -> None:
+        self.state = state
+        self.named = deque(named) if named is not None else None
+        self.skip = skip
+        self.due: deque[int] = deque()
+        self._next = self._scan(0) if named is None else None
+        if self.named is not None:
+            self.size = len(self.named)
+        else:
+            startable = sum(state.count(s) for s in _STARTABLE)
+            self.size = startable - sum(1 for i in skip if state.status[i] in _STARTABLE)
+
+    def _scan(self, start: int) -> int | None:
+        found = self.state.next_with(start, *_STARTABLE)
+        while found is not None and found in self.skip:
+            found = self.state.next_with(found + 1, *_STARTABLE)
+        return found
+
+    def __bool__(self) -> bool:
+        return bool(self.due) or bool(self.named) or self._next is not None
+
+    def append(self, index: int) -> None:
+        self.due.append(index)
+
+    def popleft(self) -> int:
+        if self.due:
+            return self.due.popleft()
+        if self.named is not None:
+            return self.named.popleft()
+        found = self._next
+        if found is None:
+            raise IndexError("the backlog is empty")
+        # Items after the cursor have not started, so their statuses cannot change meanwhile.
+        self._next = self._scan(found + 1)
+        return found
 
 
 @dataclass(frozen=True)
@@ -84,18 +130,19 @@ class MapScheduler:
         self.reporter = reporter
         self.rng = rng or random.Random()
         self.integrate = integrate
-        self.queue: deque[int] = deque()
+        self.queue = Backlog(state, (), frozenset())
         self.delayed: list[tuple[float, int]] = []  # (due time, index)
         self.running: dict[asyncio.Task[Outcome | None], int] = {}
         self.tally = RunTally()
         self._records: set[asyncio.Task[Outcome | None]] = set()
 
-    async def run(self, indexes: Iterable[int], merges: Mapping[int, Attempt] = {}) -> None:
-        """Run `indexes` to a final outcome each, or until the run is stopped. `merges` are
-        attempts that succeeded before a crash cut their merge short: they are concluded
-        first (merged, or found merged already), without running their agents again."""
-        self.queue.extend(indexes)
-        self.events.emit(MapStarted(items=len(self.queue), max_parallel=self.rules.max_parallel))
+    async def run(self, indexes: Iterable[int] | None, merges: Mapping[int, Attempt] = {}) -> None:
+        """Run `indexes` (None: every pending or retriable item) to a final outcome each, or
+        until the run is stopped. `merges` are attempts that succeeded before a crash cut
+        their merge short: they are concluded first (merged, or found merged already),
+        without running their agents again."""
+        self.queue = Backlog(self.state, indexes, frozenset(merges))
+        self.events.emit(MapStarted(items=self.queue.size, max_parallel=self.rules.max_parallel))
         self.reporter.start_map(counts(self.state))
         loop = asyncio.get_running_loop()
         try:
@@ -219,7 +266,7 @@ class MapScheduler:
         self.tally = self.tally.after(outcome)
         if self.rules.enforce_limits:
             reason = failure_policy_stop(
-                self.rules.failure_limits(), self.tally, outcome, self.items.ids[index]
+                self.rules.failure_limits(), self.tally, outcome, self.items.id_of(index)
             )
             if reason is not None:
                 self.interrupts.stop_for_policy(reason)
@@ -232,5 +279,7 @@ class MapScheduler:
         )
         heapq.heappush(self.delayed, (now + delay, index))
         self.events.emit(
-            AgentRetrying(item_id=self.items.ids[index], attempt=ended + 1, delay_s=round(delay, 3))
+            AgentRetrying(
+                item_id=self.items.id_of(index), attempt=ended + 1, delay_s=round(delay, 3)
+            )
         )

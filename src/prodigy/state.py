@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from collections.abc import Sequence
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal
@@ -162,15 +163,43 @@ def bumps_version(record: Record) -> bool:
 # ---- the state ---------------------------------------------------------------------------------
 
 
+def int_array(count: int, value: int = 0) -> array[int]:
+    """A compact array of per-item counts (4 bytes an item, not a Python int object each)."""
+    return array("I", [value]) * count
+
+
+def status_pattern(*statuses: ItemStatus) -> re.Pattern[bytes]:
+    """A regular expression matching one status byte of `statuses`."""
+    return _status_pattern(frozenset(statuses))
+
+
+def _status_pattern(statuses: frozenset[ItemStatus]) -> re.Pattern[bytes]:
+    found = _STATUS_PATTERNS.get(statuses)
+    if found is None:
+        found = re.compile(b"[" + b"".join(re.escape(bytes([s])) for s in sorted(statuses)) + b"]")
+        _STATUS_PATTERNS[statuses] = found
+    return found
+
+
+_STATUS_PATTERNS: dict[frozenset[ItemStatus], re.Pattern[bytes]] = {}
+
+
 @dataclass
 class JobState:
+    """Per-item facts live in compact arrays; per-item detail only where it is small.
+
+    A *compact* state (the one a run keeps) drops the result of an item once it succeeded: it
+    stays in the journal, where `${map.results}` and the views read it. Only failed items'
+    results and histories stay in memory, so the state does not grow with finished work.
+    """
+
     version: int = 0
     setup_done: bool = False
     setup_outputs: dict[str, str] = field(default_factory=dict)
     item_count: int | None = None  # None until the items are frozen
     status: bytearray = field(default_factory=bytearray)
-    attempts: list[int] = field(default_factory=list)
-    limits: list[int] = field(default_factory=list)
+    attempts: array[int] = field(default_factory=lambda: int_array(0))
+    limits: array[int] = field(default_factory=lambda: int_array(0))
     results: dict[int, Attempt] = field(default_factory=dict)  # last ended attempt per item
     merging: dict[int, Attempt] = field(default_factory=dict)  # succeeded, merge not recorded
     history: dict[int, list[Attempt]] = field(default_factory=dict)  # failed attempts per item
@@ -179,6 +208,8 @@ class JobState:
     ended: JobEndStatus | None = None
     end_reason: str = ""
     spent: Spend = NO_SPEND  # everything paid for: failed attempts, setup and reduce included
+    compact: bool = False  # keep no result of a succeeded item (see above)
+    journal_bytes: int = 0  # how much of the journal file this state has folded in (0: unknown)
 
     def copy(self) -> JobState:
         return copy.deepcopy(self)
@@ -187,8 +218,12 @@ class JobState:
         return self.status.count(status)
 
     def indexes_with(self, *statuses: ItemStatus) -> list[int]:
-        wanted = set(statuses)
-        return [i for i, s in enumerate(self.status) if s in wanted]
+        return [m.start() for m in status_pattern(*statuses).finditer(self.status)]
+
+    def next_with(self, start: int, *statuses: ItemStatus) -> int | None:
+        """The first index at or after `start` in one of `statuses` (a scan at C speed)."""
+        found = status_pattern(*statuses).search(self.status, start)
+        return None if found is None else found.start()
 
     def captures(self) -> dict[str, str]:
         return {**self.setup_outputs, **self.reduce_outputs}
@@ -274,7 +309,10 @@ def apply_record(state: JobState, record: Record) -> None:
         state.merging.pop(i, None)
         state.status[i] = _OUTCOME_STATUS[record.outcome]
         state.attempts[i] = result.attempt
-        state.results[i] = result
+        if result.ok and state.compact:
+            state.results.pop(i, None)
+        else:
+            state.results[i] = result
         if not result.ok:
             past = state.history.setdefault(i, [])
             # Assign, do not append blindly: a replayed record must not duplicate history.
@@ -294,8 +332,8 @@ def apply_record(state: JobState, record: Record) -> None:
         if state.item_count is None:
             state.item_count = record.count
             state.status = bytearray(record.count)
-            state.attempts = [0] * record.count
-            state.limits = [record.max_attempts] * record.count
+            state.attempts = int_array(record.count)
+            state.limits = int_array(record.count, record.max_attempts)
     elif isinstance(record, Requeued):
         for i, limit in zip(record.indexes, record.limits, strict=True):
             if state.status[i] != ItemStatus.SUCCEEDED:
@@ -323,18 +361,36 @@ def apply(state: JobState, record: Record) -> JobState:
     return new
 
 
-def replay(records: Sequence[Record], upto_version: int | None = None) -> JobState:
+def replay(
+    records: Sequence[Record], upto_version: int | None = None, compact: bool = False
+) -> JobState:
     """The state after `records`, or at `upto_version` (before the record that would pass it)."""
-    state = JobState()
+    return fold(records, lambda count: records[:count], upto_version, compact)
+
+
+Prefix = Callable[[int], Iterable[Record]]
+
+
+def fold(
+    records: Iterable[Record],
+    prefix: Prefix,
+    upto_version: int | None = None,
+    compact: bool = False,
+    start: JobState | None = None,
+) -> JobState:
+    """`replay` over any iterable of records (a journal read as a stream). A rollback needs
+    the records before it again: `prefix(n)` gives the first n records of the same sequence."""
+    state = start if start is not None else JobState(compact=compact)
     for position, record in enumerate(records):
         if upto_version is not None and bumps_version(record) and state.version >= upto_version:
             break
         if isinstance(record, RolledBack):
-            restored = replay(records[:position], record.to_version)
+            restored = fold(prefix(position), prefix, record.to_version, state.compact)
             # Money spent on rolled-back attempts was still spent.
             restored.spent = state.spent
             restored.version = state.version + 1
             restored.ended = None
+            restored.journal_bytes = state.journal_bytes
             state = restored
             continue
         apply_record(state, record)

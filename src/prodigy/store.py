@@ -8,11 +8,13 @@ is inside the files is for the modules that own them (`job`, `journal`, `checkpo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -70,17 +72,29 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so a reader sees the old file or the new one, never a mix."""
+class _AtomicFile:
+    """The open temporary file behind `atomic_writer`."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data: bytes | bytearray) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[_AtomicFile]:
+    """Write `path` in pieces so that a reader sees the old file or the whole new one, never
+    a mix: a temporary file, fsync'd, renamed over it, and the directory fsync'd."""
     # Unique per thread too: the background checkpoint writer and the engine both write
     # metadata.json.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        yield _AtomicFile(fd)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -89,6 +103,12 @@ def atomic_write(path: Path, data: bytes) -> None:
     os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so a reader sees the old file or the new one, never a mix."""
+    with atomic_writer(path) as out:
+        out.write(data)
 
 
 def write_json(path: Path, value: Any) -> None:

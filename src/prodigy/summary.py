@@ -95,7 +95,7 @@ def _read_metadata(job: JobDir) -> tuple[StoredMetadata | None, str | None]:
 
 def _read_state(job: JobDir) -> tuple[JobState | None, str | None]:
     try:
-        state, _ = load_state(job)
+        state = load_state(job)
     except StateError as exc:
         return None, exc.message.rstrip(".")
     except OSError as exc:

@@ -80,7 +80,7 @@ def _stored_workflow_config(job: JobDir) -> dict[str, Any] | None:
 
 def rebuild_checkpoint_document(job: JobDir, version: int) -> CheckpointDocument:
     """The checkpoint of `version` as it would have been written, rebuilt from the journal."""
-    state, _ = load_state(job, upto_version=version)
+    state = load_state(job, upto_version=version)
     meta = read_job_metadata(job)
     config = _stored_workflow_config(job)
     if config is None:
@@ -100,9 +100,9 @@ def rebuild_checkpoint_document(job: JobDir, version: int) -> CheckpointDocument
     ids: list[str] = []
     if state.item_count is not None:
         items = ItemsFile(job.items)
-        ids = items.ids
+        ids = list(items.ids)
         items.close()
-    return checkpoint_document(state, info, ids)
+    return checkpoint_document(state, info, lambda i: ids[i] if i < len(ids) else f"#{i}")
 
 
 class _StoredWorkflow(msgspec.Struct):

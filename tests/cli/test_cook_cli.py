@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Env, job_id_of, wait_for
+from conftest import Env, checkpoint_items, job_id_of, wait_for
 
 FULL_JOB_ID = re.compile(r"^mapreduce-(\d{8}-\d{6})(?:-\d+)?$")
 CHECKPOINT_FILE = re.compile(r"^checkpoint-v(\d+)\.json$")
@@ -151,7 +151,7 @@ def test_happy_path_runs_every_item_once_and_leaves_complete_state(world: Env) -
     checkpoint = latest(world, job_id)
     assert checkpoint["job_id"] == job_id
     assert checkpoint["version"] == 6
-    assert all(item["status"] == "succeeded" for item in checkpoint["items"])
+    assert checkpoint["items"]["succeeded"] == [[0, 5]]
 
     meta = metadata(world, job_id)
     assert meta["status"] == "completed"
@@ -490,8 +490,9 @@ def test_id_field_names_the_items(world: Env) -> None:
     assert sorted(lines_of(world.repo / "runs.log")) == [f"{p} {p}" for p in "abcde"]
     results = read_json(world.repo / "out" / "results.json")
     assert [r["item_id"] for r in results] == list("abcde")
-    checkpoint = latest(world, first_line_job_id(result))
-    assert [item["id"] for item in checkpoint["items"]] == list("abcde")
+    job_id = first_line_job_id(result)
+    items = checkpoint_items(world.job_dir(job_id), latest(world, job_id))
+    assert [item["id"] for item in items] == list("abcde")
 
 
 # ---- parallelism -------------------------------------------------------------------------------
@@ -602,7 +603,7 @@ def test_always_failing_item_ends_in_dlq_after_max_attempts(world: Env) -> None:
     assert bad["error"]
     checkpoint = latest(world, job_id)
     assert checkpoint["dlq"] == ["item_1"]
-    assert checkpoint["items"][1]["status"] == "dead-lettered"
+    assert checkpoint["items"]["dead-lettered"] == [[1, 1]]
     events = world.events(job_id)
     assert [e["item_id"] for e in events if e["type"] == "dlq_item_added"] == ["item_1"]
     assert [e["attempt"] for e in events if e["type"] == "agent_failed"] == [1, 2, 3]

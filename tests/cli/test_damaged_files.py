@@ -245,7 +245,7 @@ def test_an_items_file_cut_short_is_refused_and_left_untouched(job: Job, cut: st
     items = job.dir / "items.jsonl"
     data = items.read_bytes()
     if cut == "mid-line":
-        damaged, problem = data[:-4], "is damaged at line 8"
+        damaged, problem = data[:-4], "is cut short: its last line is incomplete"
     else:
         damaged, problem = b"".join(data.splitlines(keepends=True)[:6]), "holds 6 of the 8 items"
     items.write_bytes(damaged)

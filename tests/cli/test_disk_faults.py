@@ -14,6 +14,20 @@ import pytest
 
 from conftest import Env, job_id_of, wait_for
 
+
+def succeeded_indexes(journal: Path, since: int = 0) -> set[int]:
+    """Items whose success is in the journal's whole lines (a torn last line never counts):
+    `succeeded` records, or `attempt_ended` ones with an ok result (the older form)."""
+    found = set()
+    for line in journal.read_bytes()[since:].split(b"\n")[:-1]:
+        record = json.loads(line)
+        if record["type"] == "succeeded" or (
+            record["type"] == "attempt_ended" and record["result"]["ok"]
+        ):
+            found.add(record["index"])
+    return found
+
+
 WORKFLOW = """\
 name: disk
 mode: mapreduce
@@ -63,8 +77,7 @@ def test_a_full_disk_stops_the_run_with_one_sentence_and_the_job_resumes(
     state_dir = tiny_home / "state" / world.repo.name / "mapreduce" / "jobs" / job
     # Only whole lines count: the write the disk cut short left a torn last line, which is
     # never acknowledged (and resume drops it).
-    journal = (state_dir / "journal.jsonl").read_text().split("\n")[:-1]
-    recorded = {json.loads(line)["index"] for line in journal if '"attempt_ended"' in line}
+    recorded = succeeded_indexes(state_dir / "journal.jsonl")
     assert recorded, "some completions were recorded before the disk filled"
 
     subprocess.run(["mount", "-o", "remount,size=20m", str(tiny_home)], check=True)
@@ -137,7 +150,7 @@ def test_a_state_directory_turned_read_only_stops_the_run_and_the_job_resumes(
     run = world.popen("cook", "wf.yaml")
     journal = lambda: next(home.glob("state/*/mapreduce/jobs/*/journal.jsonl"), None)  # noqa: E731
     wait_for(
-        lambda: (j := journal()) is not None and j.read_text().count('"attempt_ended"') >= 6,
+        lambda: (j := journal()) is not None and len(succeeded_indexes(j)) >= 6,
         what="the free items recorded",
     )
     (Path("/sys/fs/ext4") / Path(device).name / "trigger_fs_error").write_text("test\n")
@@ -155,8 +168,7 @@ def test_a_state_directory_turned_read_only_stops_the_run_and_the_job_resumes(
     assert _run("e2fsck", "-fy", device).returncode in (0, 1)
     assert _run("mount", device, str(home)).returncode == 0
     state_dir = home / "state" / world.repo.name / "mapreduce" / "jobs" / job
-    lines = (state_dir / "journal.jsonl").read_text().split("\n")[:-1]
-    recorded = {json.loads(line)["index"] for line in lines if '"attempt_ended"' in line}
+    recorded = succeeded_indexes(state_dir / "journal.jsonl")
     assert set(range(6)) <= recorded, "completions recorded before the fault were kept"
 
     resumed = world.run("resume-job", job)
@@ -203,15 +215,6 @@ def mounts(tmp_path: Path) -> Iterator[list[Path]]:
         _run("umount", "-l", str(path))
 
 
-def _recorded_successes(journal: Path, since: int = 0) -> set[int]:
-    lines = journal.read_bytes()[since:].split(b"\n")[:-1]
-    return {
-        record["index"]
-        for record in map(json.loads, lines)
-        if record["type"] == "attempt_ended" and record["result"]["ok"]
-    }
-
-
 def _whole_lines(path: Path) -> list[dict[str, object]]:
     data = path.read_bytes()
     assert data.endswith(b"\n"), "no half line left at the end"
@@ -245,7 +248,7 @@ def test_a_full_disk_under_the_events_log_stops_the_run_in_one_sentence(
     assert "Traceback" not in full.stderr
     sentences = [line for line in full.stderr.splitlines() if "No space left" in line]
     assert len(sentences) == 1 and str(events) in sentences[0], full.stderr
-    recorded = _recorded_successes(journal, before)
+    recorded = succeeded_indexes(journal, before)
     assert 0 < len(recorded) < 35, "the disk filled in the middle of the run"
     _whole_lines(events)
 
@@ -325,7 +328,7 @@ def test_a_full_disk_during_dlq_reprocess_loses_nothing_and_the_job_resumes(
     assert "Traceback" not in full.stderr
     assert len([line for line in full.stderr.splitlines() if "No space left" in line]) == 1
     assert journal.read_bytes().startswith(kept)
-    recorded = _recorded_successes(journal, len(kept))
+    recorded = succeeded_indexes(journal, len(kept))
 
     filler.unlink()
     resumed = world.run("resume-job", job)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import Env, job_id_of, wait_for
+from conftest import Env, checkpoint_items, job_id_of, wait_for
 
 AGENT = (
     "echo ${item_id} ${attempt} >> ran.log; test ${item.fragile} = no || test -f fixed-${item_id}"
@@ -102,7 +102,8 @@ def latest(world: Env, job_id: str) -> dict[str, Any]:
 
 
 def item_states(world: Env, job_id: str) -> dict[str, dict[str, Any]]:
-    return {item["id"]: item for item in latest(world, job_id)["items"]}
+    items = checkpoint_items(world.job_dir(job_id), latest(world, job_id))
+    return {item["id"]: item for item in items}
 
 
 def summary_line(stdout: str) -> str:

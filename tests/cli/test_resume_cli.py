@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Env, events, hold, ids, job_id_of, lines, the_job, wait_for
+from conftest import Env, checkpoint_items, events, hold, ids, job_id_of, lines, the_job, wait_for
 
 AGENT = """\
     - shell: >-
@@ -122,7 +122,8 @@ def latest(w: Env, job: str) -> dict[str, Any]:
 
 
 def item_states(w: Env, job: str) -> dict[str, tuple[str, int]]:
-    return {i["id"]: (i["status"], i["attempts"]) for i in latest(w, job)["items"]}
+    items = checkpoint_items(w.job_dir(job), latest(w, job))
+    return {i["id"]: (i["status"], i["attempts"]) for i in items}
 
 
 def results(w: Env) -> dict[str, dict[str, Any]]:
@@ -514,7 +515,7 @@ def _wrong_shape(case: str, real: dict[str, Any]) -> str:
     if case == "version as text":
         return json.dumps({**real, "version": str(real["version"])})
     assert case == "another format"
-    return json.dumps({**real, "format": "prodigy-checkpoint/2"})
+    return json.dumps({**real, "format": "prodigy-checkpoint/99"})
 
 
 def _one_sentence_about(stderr: str, path: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, job_id_of, wait_for
+from conftest import Env, checkpoint_items, job_id_of, wait_for
 
 WORKFLOW = """\
 name: wt
@@ -215,7 +215,7 @@ def test_commit_required_without_a_commit_fails_and_the_dlq_names_the_worktree(
     job = job_id_of(result.stdout)
     (entry,) = json.loads(repo.run("dlq", "list", job, "--json").stdout)
     latest = json.loads((repo.job_dir(job) / "latest.json").read_text())
-    last = latest["items"][0]["result"]
+    last = checkpoint_items(repo.job_dir(job), latest)[0]["result"]
     assert "commit" in last["error"].lower()
     assert last["branch"] == f"prodigy-agents/{job}/item_0-a1"
     assert Path(last["worktree"]).is_dir(), "a failed attempt's worktree is kept"
@@ -323,7 +323,8 @@ def test_worktreeinclude_files_and_worktree_setup_steps_reach_every_agent(repo: 
     assert sorted((logs(repo) / "prepared.log").read_text().split()) == ["item_0", "item_1"]
     job = job_id_of(result.stdout)
     latest = json.loads((repo.job_dir(job) / "latest.json").read_text())
-    assert all(item["result"]["worktree_setup_s"] > 0 for item in latest["items"])
+    items = checkpoint_items(repo.job_dir(job), latest)
+    assert all(item["result"]["worktree_setup_s"] > 0 for item in items)
     assert (repo.repo / ".env").read_text() == "SECRET=1\n"
 
 

@@ -206,7 +206,7 @@ def _repair_metadata(job: JobDir) -> bool:
     except StateError as exc:
         warn(f"warning: {exc.message}")
     meta, version = rebuild_metadata(job)
-    state, _ = load_state(job)
+    state = load_state(job)
     aside = _set_aside(job.metadata) if os.path.lexists(job.metadata) else None
     job.write_metadata(metadata_document(meta, state, state.ended or "interrupted"))
     kept = f"; the damaged file was kept as {aside}" if aside is not None else ""
@@ -219,7 +219,7 @@ def _repair_metadata(job: JobDir) -> bool:
 
 def _repair_latest(job: JobDir) -> bool:
     """Point a missing or dangling latest.json at a checkpoint of the journal's version."""
-    state, _ = load_state(job)
+    state = load_state(job)
     problem = job.latest_problem(expected=state.item_count is not None)
     if problem is None:
         return False

@@ -77,7 +77,7 @@ def _print_summary(job: JobDir, summary: DlqSummary) -> None:
 def status(job_id: str) -> int:
     """Counts of JOB_ID's DLQ: retriable vs manual review, by error kind and by signature."""
     job = find_job(job_id)
-    state, _ = load_state(job)
+    state = load_state(job)
     entries = dlq_entries(job, state)
     if entries:
         _print_summary(job, summarize(entries))

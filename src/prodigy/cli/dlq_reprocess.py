@@ -7,17 +7,24 @@ like any other attempts: successes leave the DLQ, failures stay with their histo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from prodigy.checkpoint import newest_checkpoint
 from prodigy.cli.output import Settings, say, warn
 from prodigy.display import plural
 from prodigy.errors import ProdigyError
 from prodigy.events import DlqItemRemoved, DlqReprocessStarted, EventLog
-from prodigy.job import JobMetadata, append_records, open_frozen_items, read_job_metadata
-from prodigy.journal import JournalContents, read_journal
+from prodigy.job import (
+    JobMetadata,
+    append_records,
+    load_run_state,
+    open_frozen_items,
+    read_job_metadata,
+)
 from prodigy.lock import JobLock
 from prodigy.state import (
     STATUS_NAMES,
@@ -26,7 +33,6 @@ from prodigy.state import (
     JobState,
     Requeued,
     needs_manual_review,
-    replay,
 )
 from prodigy.store import JobDir, find_job
 
@@ -36,7 +42,7 @@ if TYPE_CHECKING:
 
 
 def _choose(
-    job_id: str, ids: list[str], state_status: bytearray, wanted: tuple[str, ...]
+    job_id: str, ids: Sequence[str], state_status: bytearray, wanted: tuple[str, ...]
 ) -> list[int]:
     dead = [i for i, s in enumerate(state_status) if s == ItemStatus.DEAD]
     if not wanted:
@@ -92,15 +98,14 @@ def _without_manual_review(state: JobState, chosen: list[int], force: bool) -> l
 
 def _record_requeue(
     job: JobDir,
-    contents: JournalContents,
     state: JobState,
     chosen: list[int],
     id_of: dict[int, str],
     rounds: int,
-) -> tuple[JobState, JournalContents]:
-    """Give each chosen item `rounds` more attempts; the state and journal after the requeue."""
+) -> JobState:
+    """Give each chosen item `rounds` more attempts; the state after the requeue."""
     requeue = Requeued(indexes=chosen, limits=[state.attempts[i] + rounds for i in chosen])
-    state, contents = append_records(job, contents, [requeue])
+    state = append_records(job, state, [requeue])
     # Only now that the requeue is durable: the items have left the DLQ.
     events_log = EventLog(job.events, job.job_id)
     try:
@@ -108,7 +113,7 @@ def _record_requeue(
             events_log.emit(DlqItemRemoved(item_id=id_of[index], attempts=state.attempts[index]))
     finally:
         events_log.close()
-    return state, contents
+    return state
 
 
 @click.command("reprocess")
@@ -145,8 +150,7 @@ def _reprocess_locked(
     from prodigy.cli.common import check_claude, load_job_workflow
 
     meta = read_job_metadata(job)
-    contents = read_journal(job.journal)
-    state = replay(contents.records)
+    state = load_run_state(job, newest_checkpoint(job))
     chosen, id_of = _choose_items(job, state, wanted, force)
     if not chosen:
         say(f"No DLQ items to reprocess in job {job.job_id}.")
@@ -157,8 +161,8 @@ def _reprocess_locked(
     say(f"Processing {plural(len(chosen), 'DLQ item')}...")
     status_before = state.ended
     rounds = workflow.error_policy.retry_config.max_attempts
-    state, contents = _record_requeue(job, contents, state, chosen, id_of, rounds)
-    return _run_requeued(job, meta, workflow, state, contents, chosen, status_before, max_parallel)
+    state = _record_requeue(job, state, chosen, id_of, rounds)
+    return _run_requeued(job, meta, workflow, state, chosen, status_before, max_parallel)
 
 
 def _run_requeued(
@@ -166,7 +170,6 @@ def _run_requeued(
     meta: JobMetadata,
     workflow: Workflow,
     state: JobState,
-    contents: JournalContents,
     chosen: list[int],
     status_before: JobEndStatus | None,
     max_parallel: int | None,
@@ -186,7 +189,7 @@ def _run_requeued(
         meta,
         workflow,
         state,
-        contents.valid_bytes,
+        state.journal_bytes,
         options,
         DlqReprocessStarted(workflow=meta.workflow_path, items=len(chosen)),
     )

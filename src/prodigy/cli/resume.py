@@ -7,14 +7,13 @@ changes the job between validation and running.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 
-from prodigy.checkpoint import CheckpointHead, read_checkpoint
+from prodigy.checkpoint import CheckpointHead, newest_checkpoint, read_checkpoint
 from prodigy.cli.common import check_claude, claude_bin, execute, load_job_workflow, verbose
 from prodigy.cli.output import Settings, say, warn
 from prodigy.display import plural
@@ -31,10 +30,11 @@ from prodigy.job import (
     ItemsFile,
     JobMetadata,
     append_records,
+    load_run_state,
     open_frozen_items,
     read_job_metadata,
 )
-from prodigy.journal import JournalContents, read_journal
+from prodigy.journal import replay_journal
 from prodigy.lock import JobLock
 from prodigy.state import (
     ItemStatus,
@@ -44,7 +44,6 @@ from prodigy.state import (
     RolledBack,
     counts,
     phase,
-    replay,
 )
 from prodigy.store import JobDir, find_job, find_repository, list_jobs
 from prodigy.workflow import Workflow
@@ -60,8 +59,11 @@ def _set_aside_corrupt(job: JobDir) -> None:
     job.latest.unlink(missing_ok=True)
 
 
+StateAt = Callable[[int], JobState]
+
+
 def _check_consistency(
-    job: JobDir, checkpoint: CheckpointHead, records: list[Any], state: JobState
+    job: JobDir, checkpoint: CheckpointHead, state_at: StateAt, state: JobState
 ) -> None:
     if checkpoint.job_id != job.job_id:
         raise StateError(
@@ -77,7 +79,7 @@ def _check_consistency(
             hint="Pass --skip-validation to trust the journal, or --from-checkpoint N.",
         )
     # Usually the checkpoint is of the newest version: no second replay needed.
-    at = counts(state if version == state.version else replay(records, version))
+    at = counts(state if version == state.version else state_at(version))
     stored = checkpoint.counts
     # Only counts no record can change within one version: a requeue (--force, reprocess)
     # moves items out of the DLQ, and freezing the items sets the total, without a new one.
@@ -156,20 +158,21 @@ class ResumePlan:
 
 def plan_resume(
     job_id: str,
-    records: Sequence[Record],
+    state_at: StateAt,
     state: JobState,
     workflow: Workflow,
     request: ResumeRequest,
     checkpoint_files: Sequence[int],
 ) -> ResumePlan:
-    """Decide what resuming `state` (the replay of `records`) does, or raise why it cannot.
+    """Decide what resuming `state` does, or raise why it cannot. `state_at(N)` is the job's
+    state at version N (for a rollback).
 
     `checkpoint_files` (the versions on disk) only serve to name them when a version is refused.
     """
     head = f"Resuming job {job_id}"
     if request.from_checkpoint is not None:
         return _plan_rollback(
-            job_id, records, state, request.from_checkpoint, checkpoint_files, head
+            job_id, state_at, state, request.from_checkpoint, checkpoint_files, head
         )
     c = counts(state)
     in_dlq = f", {c.dead} in DLQ" if c.dead else ""
@@ -184,7 +187,7 @@ def plan_resume(
 
 def _plan_rollback(
     job_id: str,
-    records: Sequence[Record],
+    state_at: StateAt,
     state: JobState,
     to_version: int,
     checkpoint_files: Sequence[int],
@@ -197,7 +200,7 @@ def _plan_rollback(
             f"0 to {state.version} can be restored (checkpoint files on disk: {on_disk}).",
             exit_code=1,
         )
-    target = counts(replay(records, to_version))
+    target = counts(state_at(to_version))
     return ResumePlan(
         said=(
             head,
@@ -307,9 +310,14 @@ def resume_job_id(
 
 def _resume_locked(job: JobDir, request: ResumeRequest) -> int:
     stopped = _load_stopped_job(job, request)
-    state, contents = stopped.state, stopped.contents
+    state = stopped.state
     plan = plan_resume(
-        job.job_id, contents.records, state, stopped.workflow, request, job.checkpoint_versions()
+        job.job_id,
+        lambda version: replay_journal(job.journal, version, compact=True),
+        state,
+        stopped.workflow,
+        request,
+        job.checkpoint_versions(),
     )
     if plan.already_complete:
         say("\n".join(plan.said))
@@ -319,8 +327,8 @@ def _resume_locked(job: JobDir, request: ResumeRequest) -> int:
     say("\n".join(plan.said))
     if stopped.latest_damaged:
         _set_aside_corrupt(job)
-    state, contents = _record_plan(job, contents, state, plan, out_of_dlq_ids)
-    return _run_resumed(job, stopped.meta, stopped.workflow, state, contents, request)
+    state = _record_plan(job, state, plan, out_of_dlq_ids)
+    return _run_resumed(job, stopped.meta, stopped.workflow, state, request)
 
 
 @dataclass(frozen=True)
@@ -328,7 +336,6 @@ class _StoppedJob:
     """A job read back under its lock and checked: the state to plan a resume from."""
 
     meta: JobMetadata
-    contents: JournalContents
     state: JobState
     workflow: Workflow
     latest_damaged: bool  # the latest checkpoint is unreadable and must be set aside
@@ -336,11 +343,17 @@ class _StoppedJob:
 
 def _load_stopped_job(job: JobDir, request: ResumeRequest) -> _StoppedJob:
     meta = read_job_metadata(job)
-    contents = read_journal(job.journal)
-    state = replay(contents.records)
-    checkpoint, latest_damaged = _read_latest_checkpoint(job, request, state.item_count is not None)
-    if checkpoint is not None and not request.skip_validation:
-        _check_consistency(job, checkpoint, contents.records, state)
+    checkpoint, latest_damaged = _read_latest_checkpoint(job, request)
+    state, restored = _load_run_state(job, checkpoint, request)
+    if checkpoint is None and not latest_damaged:
+        _warn_latest_problem(job, state)
+    if checkpoint is not None and not request.skip_validation and not restored:
+        _check_consistency(
+            job,
+            checkpoint,
+            lambda version: replay_journal(job.journal, version, compact=True),
+            state,
+        )
     # Checked before anything runs: a cut-short items file would misnumber every item.
     if state.item_count is not None:
         open_frozen_items(job, state.item_count).close()
@@ -348,26 +361,31 @@ def _load_stopped_job(job: JobDir, request: ResumeRequest) -> _StoppedJob:
         job, Path(meta.workflow_path), meta.workflow_hash, request.skip_validation
     )
     check_claude(workflow)
-    return _StoppedJob(meta, contents, state, workflow, latest_damaged)
+    return _StoppedJob(meta, state, workflow, latest_damaged)
+
+
+def _load_run_state(
+    job: JobDir, head: CheckpointHead | None, request: ResumeRequest
+) -> tuple[JobState, bool]:
+    """The state to resume, and whether it was restored from the latest checkpoint (plus the
+    journal after it: quick whatever the job's size). Without a checkpoint of this job in the
+    current format, or when told not to trust it, the whole journal is replayed."""
+    if head is None or request.skip_validation or request.from_checkpoint is not None:
+        return replay_journal(job.journal, compact=True), False
+    document = newest_checkpoint(job)
+    if document is None:
+        return replay_journal(job.journal, compact=True), False
+    return load_run_state(job, document), True
 
 
 def _read_latest_checkpoint(
-    job: JobDir, request: ResumeRequest, expected: bool
+    job: JobDir, request: ResumeRequest
 ) -> tuple[CheckpointHead | None, bool]:
     """The latest checkpoint (None if there is none yet), and whether it is damaged.
 
-    `expected`: the journal says a checkpoint was written. Damage is only survivable when the
-    resume does not depend on that file: --force or --from-checkpoint rebuild from the journal.
-    A missing or dangling `latest.json` holds nothing to check against: the journal alone is
-    the state, and the run's first checkpoint points the link at a file again.
+    Damage is only survivable when the resume does not depend on that file: --force or
+    --from-checkpoint rebuild from the journal.
     """
-    problem = job.latest_problem(expected)
-    if problem is not None:
-        warn(
-            f"warning: {problem}; the state of job {job.job_id} is rebuilt from its journal "
-            "(the source of truth) instead."
-        )
-        return None, False
     try:
         return (read_checkpoint(job) if job.latest.exists() else None), False
     except StateError:
@@ -380,17 +398,27 @@ def _read_latest_checkpoint(
         return None, True
 
 
+def _warn_latest_problem(job: JobDir, state: JobState) -> None:
+    """A missing or dangling `latest.json` holds nothing to check against: the journal alone
+    is the state (as replayed), and the run's first checkpoint points the link at a file."""
+    problem = job.latest_problem(expected=state.item_count is not None)
+    if problem is not None:
+        warn(
+            f"warning: {problem}; the state of job {job.job_id} is rebuilt from its journal "
+            "(the source of truth) instead."
+        )
+
+
 def _record_plan(
     job: JobDir,
-    contents: JournalContents,
     state: JobState,
     plan: ResumePlan,
     out_of_dlq_ids: Sequence[str],
-) -> tuple[JobState, JournalContents]:
+) -> JobState:
     """Append the plan's records, then log what they did; the state and journal after them."""
     appended = plan.records()
     if appended:
-        state, contents = append_records(job, contents, appended)
+        state = append_records(job, state, appended)
     # Only now that the records are durable: the log must never report an item out of the DLQ
     # (or a rollback) that a crash could still take back.
     if plan.rollback_to is not None or plan.out_of_dlq:
@@ -402,7 +430,7 @@ def _record_plan(
                 events.emit(DlqItemRemoved(item_id=item_id, attempts=state.attempts[index]))
         finally:
             events.close()
-    return state, contents
+    return state
 
 
 def _continuing_lines(request: ResumeRequest, workflow: Workflow, state: JobState) -> list[str]:
@@ -430,7 +458,6 @@ def _run_resumed(
     meta: JobMetadata,
     workflow: Workflow,
     state: JobState,
-    contents: JournalContents,
     request: ResumeRequest,
 ) -> int:
     for line in _continuing_lines(request, workflow, state):
@@ -442,7 +469,7 @@ def _run_resumed(
         meta,
         workflow,
         state,
-        contents.valid_bytes,
+        state.journal_bytes,
         options,
         # As the run starts: after any rollback or requeue above, so `remaining` is its work.
         JobResumed(

@@ -113,7 +113,7 @@ def cook_workflow(
             preloaded_items=items,
         )
         started = JobStarted(workflow=meta.workflow_path, name=workflow.name)
-        return execute(job, meta, workflow, JobState(), None, options, started)
+        return execute(job, meta, workflow, JobState(compact=True), None, options, started)
     finally:
         lock.release()
 
