@@ -149,6 +149,8 @@ def test_repair_points_a_dangling_latest_json_at_a_checkpoint_rebuilt_from_the_j
     )
     again = job.run("checkpoints", "repair", job.job_id)
     assert again.returncode == 0 and "Nothing to repair" in again.stdout
+    resumed = resumes_to_the_end(job)  # from the rebuilt checkpoint, checked like any other
+    assert "latest.json" not in resumed.stderr
 
 
 # ---- metadata.json ----------------------------------------------------------------------------
