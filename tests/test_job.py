@@ -7,11 +7,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from prodigy.checkpoint import CheckpointDocument, JobInfo, checkpoint_document
 from prodigy.errors import StateError
 from prodigy.items import WorkItem
 from prodigy.job import (
     JobMetadata,
     MetadataDocument,
+    load_run_state,
     metadata_document,
     open_frozen_items,
     read_job_metadata,
@@ -19,7 +21,16 @@ from prodigy.job import (
     stored_metadata,
     write_items,
 )
-from prodigy.state import Attempt, AttemptEnded, ItemsFrozen, SetupCompleted, replay
+from prodigy.journal import Journal, replay_journal
+from prodigy.state import (
+    Attempt,
+    AttemptEnded,
+    ItemsFrozen,
+    Record,
+    RolledBack,
+    SetupCompleted,
+    replay,
+)
 from prodigy.store import JobDir
 
 META = JobMetadata(
@@ -119,3 +130,65 @@ def test_frozen_items_are_checked_against_the_count_frozen(tmp_path: Path) -> No
     with pytest.raises(StateError, match="is cut short: its last line is incomplete") as refused:
         open_frozen_items(job, 4)
     assert "left untouched" in refused.value.message and refused.value.hint
+
+
+# ---- the state a run starts from: newest checkpoint + the journal after it -------------------
+
+
+def _journaled(tmp_path: Path, records: list[Record]) -> JobDir:
+    job = _job(tmp_path)
+    journal = Journal(job.journal)
+    journal.append_now(records)
+    journal.close()
+    return job
+
+
+def _checkpoint_at(job: JobDir, records: list[Record], cut: int) -> CheckpointDocument:
+    """The checkpoint a run would have written after `records[:cut]`."""
+    state = replay_journal(job.journal, compact=True)
+    prefix = state if cut == len(records) else None
+    if prefix is None:
+        scratch = JobDir(job.path.with_name("scratch"))
+        scratch.path.mkdir()
+        part = Journal(scratch.journal)
+        part.append_now(records[:cut])
+        part.close()
+        prefix = replay_journal(scratch.journal, compact=True)
+    info = JobInfo(META.job_id, "/w.yaml", "abc", {}, "/work", 1, "t")
+    return checkpoint_document(prefix, info, "item_{}".format)
+
+
+RUN: list[Record] = [
+    SetupCompleted(outputs={}),
+    ItemsFrozen(count=4, max_attempts=2),
+    AttemptEnded(0, "succeeded", _attempt(True)),
+    AttemptEnded(1, "retry", _attempt(False)),
+    AttemptEnded(2, "succeeded", _attempt(True)),
+]
+
+
+def test_a_run_starts_from_the_checkpoint_plus_the_records_after_it(tmp_path: Path) -> None:
+    job = _journaled(tmp_path, RUN)
+    checkpoint = _checkpoint_at(job, RUN, 3)
+    assert 0 < checkpoint.journal.bytes < job.journal.stat().st_size
+    state = load_run_state(job, checkpoint)
+    assert state == replay_journal(job.journal, compact=True)
+    assert state.journal_bytes == job.journal.stat().st_size
+    assert state.results.keys() == {1}, "a run keeps only failed items' results"
+
+
+def test_a_rollback_after_the_checkpoint_replays_the_whole_journal(tmp_path: Path) -> None:
+    records = [*RUN, RolledBack(to_version=1)]
+    job = _journaled(tmp_path, records)
+    state = load_run_state(job, _checkpoint_at(job, records, 4))
+    assert state == replay_journal(job.journal, compact=True)
+    assert bytes(state.status) == bytes([2, 0, 0, 0]) and state.version == 4
+
+
+def test_a_checkpoint_ahead_of_its_journal_is_refused(tmp_path: Path) -> None:
+    job = _journaled(tmp_path, RUN)
+    checkpoint = _checkpoint_at(job, RUN, len(RUN))
+    with job.journal.open("r+b") as journal:
+        journal.truncate(checkpoint.journal.bytes - 10)
+    with pytest.raises(StateError, match="ahead of its journal"):
+        load_run_state(job, checkpoint)

@@ -35,6 +35,7 @@ class RunOptions:
     claude_bin: str
     max_items: int | None = None
     preloaded_items: list[WorkItem] | None = None
+    items_checked: bool = False  # read once already (their warnings shown): freeze quietly
     verbose: bool = False  # a line per ended attempt
     yes: bool = False  # answer yes to every question (the final merge of worktree isolation)
     executor: ExecutorChoice = LOCAL

@@ -132,7 +132,8 @@ def _freeze(run: RunContext) -> tuple[int, list[str]]:
     spec = item_spec(run.workflow, run.options.max_items)
     streamed = stream_items(spec, run.workspace.root)
     if streamed is not None:
-        return write_items(run.job, streamed.items), streamed.warnings
+        count = write_items(run.job, streamed.items)
+        return count, [] if run.options.items_checked else streamed.warnings
     loaded = load_items(spec, run.workspace.root, run.phase_env())
     return write_items(run.job, loaded.items), loaded.warnings
 
@@ -170,6 +171,8 @@ async def run_reduce(run: RunContext) -> str | None:
     if failure is not None:
         return f"reduce failed: {failure}"
     run.events.emit(ReduceCompleted())
+    # Derived from the journal, and as big as the job: it exists while reduce steps run.
+    results_file.unlink(missing_ok=True)
     return None
 
 

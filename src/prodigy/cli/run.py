@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -15,7 +16,7 @@ from prodigy.engine import RunOptions, base_environment, item_spec
 from prodigy.errors import WorkflowError
 from prodigy.events import JobStarted
 from prodigy.executors import choose_executor
-from prodigy.items import WorkItem, load_items
+from prodigy.items import WorkItem, load_items, stream_items
 from prodigy.job import Isolation, create_job, metadata_document
 from prodigy.lock import JobLock
 from prodigy.state import JobState
@@ -26,14 +27,44 @@ from prodigy.worktree import current_branch, head_commit
 PREVIEW_ITEMS = 20
 
 
-def _preview(items: list[WorkItem]) -> None:
-    for item in items[:PREVIEW_ITEMS]:
+@dataclass(frozen=True)
+class _CheckedItems:
+    """The items read before the job exists: how many, the first few, and the list itself
+    unless it came from a plain file (which the run streams again instead of holding)."""
+
+    count: int
+    first: list[WorkItem]
+    items: list[WorkItem] | None
+
+
+def _check_items(workflow: Workflow, max_items: int | None, root: Path) -> _CheckedItems:
+    spec = item_spec(workflow, max_items)
+    streamed = stream_items(spec, root)
+    if streamed is not None:
+        first: list[WorkItem] = []
+        count = 0
+        for item in streamed.items:
+            if count <= PREVIEW_ITEMS:
+                first.append(item)
+            count += 1
+        warnings, checked = streamed.warnings, _CheckedItems(count, first, None)
+    else:
+        loaded = load_items(spec, root, base_environment(workflow))
+        warnings = loaded.warnings
+        checked = _CheckedItems(len(loaded.items), loaded.items[: PREVIEW_ITEMS + 1], loaded.items)
+    for warning in warnings:
+        warn(f"warning: {warning}")
+    return checked
+
+
+def _preview(items: _CheckedItems) -> None:
+    for item in items.first[:PREVIEW_ITEMS]:
         say(f"  {item.id}  {one_line(msgspec.json.encode(item.data).decode(), 100)}")
-    if len(items) > PREVIEW_ITEMS:
-        say(f"  ... and {len(items) - PREVIEW_ITEMS} more")
+    if items.count > PREVIEW_ITEMS:
+        say(f"  ... and {items.count - PREVIEW_ITEMS} more")
 
 
-def _dry_run(workflow: Workflow, items: list[WorkItem] | None, max_parallel: int) -> int:
+def _dry_run(workflow: Workflow, items: _CheckedItems | None, max_parallel: int) -> int:
     say(f"Dry run: workflow '{workflow.name}' is valid; nothing was run or created.")
     if workflow.setup is not None and workflow.setup.steps:
         say(
@@ -41,7 +72,7 @@ def _dry_run(workflow: Workflow, items: list[WorkItem] | None, max_parallel: int
             f"are read from {workflow.map.input!r} after setup."
         )
     if items is not None:
-        say(f"{plural(len(items), 'item')} would run, {max_parallel} at a time:")
+        say(f"{plural(items.count, 'item')} would run, {max_parallel} at a time:")
         _preview(items)
     say(f"Reduce: {plural(len(workflow.reduce), 'step')}.")
     return 0
@@ -77,14 +108,11 @@ def cook_workflow(
     choose_executor(Settings.executor, workflow, isolation)  # refused before a job exists
     parallel = max_parallel or workflow.map.max_parallel
     has_setup = workflow.setup is not None and bool(workflow.setup.steps)
-    items: list[WorkItem] | None = None
+    items: _CheckedItems | None = None
     # With worktree isolation the input is read in the job's parent worktree, once it exists.
     if not has_setup and isolation == "none":
         # Without setup the input exists now: bad input is refused before any job exists.
-        loaded = load_items(item_spec(workflow, max_items), repo.root, base_environment(workflow))
-        for warning in loaded.warnings:
-            warn(f"warning: {warning}")
-        items = loaded.items
+        items = _check_items(workflow, max_items, repo.root)
     if dry_run:
         return _dry_run(workflow, items, parallel)
     job, meta = create_job(
@@ -110,7 +138,8 @@ def cook_workflow(
             claude_bin=claude_bin(),
             verbose=verbose(),
             max_items=max_items,
-            preloaded_items=items,
+            preloaded_items=items.items if items is not None else None,
+            items_checked=items is not None,
         )
         started = JobStarted(workflow=meta.workflow_path, name=workflow.name)
         return execute(job, meta, workflow, JobState(compact=True), None, options, started)
