@@ -7,7 +7,9 @@ import threading
 from pathlib import Path
 
 import msgspec
+import pytest
 
+from prodigy.errors import StateError
 from prodigy.events import (
     EVENT_TYPES,
     AgentCompleted,
@@ -107,3 +109,29 @@ def test_an_event_line_reads_back_as_its_struct(tmp_path: Path) -> None:
     event = msgspec.json.decode(line, type=AgentFailed)
     assert (event.item_id, event.attempt, event.exit_code, event.job_id) == ("item_1", 2, 4, "")
     assert json.loads(line)["type"] == "agent_failed"
+
+
+def test_a_write_the_disk_refuses_is_one_sentence_naming_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.symlink_to("/dev/full")  # every write: ENOSPC
+    log = EventLog(path, "job-1")
+    try:
+        with pytest.raises(StateError) as refused:
+            log.emit(JobStarted(workflow="wf.yaml", name="wf"))
+        assert str(path) in refused.value.message and "No space left" in refused.value.message
+        assert "prodigy resume-job job-1" in str(refused.value)
+        log.emit(JobStarted(workflow="wf.yaml", name="wf"))  # the log ended: no second error
+    finally:
+        log.close()
+
+
+def test_in_a_run_a_failed_write_goes_to_on_error_once(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.symlink_to("/dev/full")
+    log = EventLog(path, "job-1")
+    errors: list[StateError] = []
+    log.on_error = errors.append
+    for _ in range(3):
+        log.emit(JobStarted(workflow="wf.yaml", name="wf"))
+    log.close()
+    assert len(errors) == 1 and log.error is errors[0]

@@ -9,14 +9,17 @@ import pytest
 
 from prodigy.checkpoint import CheckpointDocument, JobInfo, checkpoint_document
 from prodigy.errors import StateError
+from prodigy.items import WorkItem
 from prodigy.job import (
     JobMetadata,
     MetadataDocument,
     load_run_state,
     metadata_document,
+    open_frozen_items,
     read_job_metadata,
     read_stored_metadata,
     stored_metadata,
+    write_items,
 )
 from prodigy.journal import Journal, replay_journal
 from prodigy.state import (
@@ -84,8 +87,9 @@ def test_a_damaged_file_is_read_leniently_for_listings_but_refused_for_running(
     job.metadata.write_text('{"status": "completed", "counts": "many", "repo": 7}')
     stored = read_stored_metadata(job)
     assert (stored.status, stored.counts.total, stored.repo) == ("completed", 0, "7")
-    with pytest.raises(StateError, match="missing a field"):
+    with pytest.raises(StateError, match="a field is missing or of the wrong type") as refused:
         read_job_metadata(job)
+    assert f"prodigy checkpoints repair {job.job_id}" in str(refused.value)
 
 
 def test_metadata_that_is_not_an_object_is_a_state_error(tmp_path: Path) -> None:
@@ -112,6 +116,20 @@ def test_metadata_is_a_typed_document_with_the_one_meaning_of_failed(tmp_path: P
     c = document.counts
     assert (c.failed, c.retriable, c.dead_lettered, c.pending, c.remaining) == (2, 1, 1, 1, 2)
     assert (document.job_id, document.pid, document.phase) == (META.job_id, 7, "map")
+
+
+def test_frozen_items_are_checked_against_the_count_frozen(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    write_items(job, [WorkItem(index=i, id=f"item_{i}", data=i) for i in range(4)])
+    open_frozen_items(job, 4).close()
+    whole = job.items.read_bytes()
+    job.items.write_bytes(b"".join(whole.splitlines(keepends=True)[:3]))
+    with pytest.raises(StateError, match="holds 3 of the 4 items frozen into it"):
+        open_frozen_items(job, 4)
+    job.items.write_bytes(whole[:-3])
+    with pytest.raises(StateError, match="is cut short: its last line is incomplete") as refused:
+        open_frozen_items(job, 4)
+    assert "left untouched" in refused.value.message and refused.value.hint
 
 
 # ---- the state a run starts from: newest checkpoint + the journal after it -------------------

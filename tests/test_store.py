@@ -71,3 +71,18 @@ def test_checkpoint_retention_keeps_the_newest_and_points_latest_at_it() -> None
     assert job.checkpoint_versions() == [5, 4, 3]
     assert job.latest_version() == 5
     assert os.readlink(job.latest) == "checkpoint-v5.json"
+
+
+def test_latest_json_missing_or_dangling_is_damage_but_not_before_the_first_checkpoint() -> None:
+    job = create_job_dir("repo")
+    assert job.latest_problem() is None  # a job killed before its first checkpoint
+    assert "is missing (checkpoint files on disk: none)" in (job.latest_problem(True) or "")
+    for version in range(3):
+        write_checkpoint(job, version, b"{}", keep=3)
+    assert job.latest_problem() is None
+    job.checkpoint(2).unlink()
+    assert (
+        job.latest_problem() == f"{job.latest} points to checkpoint-v2.json, which does not exist"
+    )
+    job.latest.unlink()
+    assert job.latest_problem() == f"{job.latest} is missing (checkpoint files on disk: v1, v0)"

@@ -15,6 +15,7 @@ from prodigy import endings
 from prodigy.agent import AgentSpec
 from prodigy.checkpoint import CheckpointPacer, CheckpointWriter, JobInfo
 from prodigy.context import RunContext, RunOptions, base_environment
+from prodigy.errors import EXIT_FAILURE, EXIT_ITEMS_IN_DLQ, EXIT_OK
 from prodigy.events import CheckpointCreated, EventLog
 from prodigy.executors import Executor, open_executor
 from prodigy.final_merge import merge_into_base
@@ -57,6 +58,9 @@ class JobRunner:
     ) -> None:
         self.journal = journal
         interrupts = Interrupts(reporter.warn)
+        # The events log is a report, but one that silently lost lines would mislead: a failed
+        # write stops the run like a failed journal write (SPEC-NOTES, damaged files).
+        events.on_error = interrupts.fail
         writer = CheckpointWriter(
             job,
             _job_info(meta, workflow),
@@ -122,6 +126,11 @@ class JobRunner:
                 run.items.close()
         if error is not None:
             raise error
+        if run.interrupts.fatal is not None and code in (EXIT_OK, EXIT_ITEMS_IN_DLQ):
+            # It broke after the last point where the run could stop for it (the events log
+            # failing at the final event, say): the job's record is whole, but say it.
+            run.reporter.warn(f"error: {run.interrupts.fatal_message()}")
+            return EXIT_FAILURE
         return code
 
     def _observers(self) -> list[Observer]:

@@ -7,15 +7,18 @@ source of truth: the journal is.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypedDict, get_args
 
 import msgspec
 
+from prodigy.errors import StateError
 from prodigy.state import Counts
 
 EventType = Literal[
@@ -258,16 +261,45 @@ _encoder = msgspec.json.Encoder()
 
 
 class EventLog:
+    """Appends events to one job's log.
+
+    A write that fails (a full disk, a read-only file system) is never silent: it becomes a
+    `StateError` naming the log, raised from `emit`, or, during a run, handed to `on_error`,
+    which stops the run like a journal failure would (a log that quietly lost lines would
+    mislead whoever reads it). After a failure the log takes no more lines in this process,
+    so it ends where the disk failed instead of having a hole in the middle.
+    """
+
     def __init__(self, path: Path, job_id: str) -> None:
         self.path = path
         self.job_id = job_id
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.on_error: Callable[[StateError], None] | None = None
+        self.error: StateError | None = None
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise self._failure(exc) from None
 
     def emit(self, event: Event) -> None:
+        if self.error is not None:
+            return
         event.ts = now_iso()
         if "item_id" not in event.__struct_fields__:
             event.job_id = self.job_id
-        os.write(self._fd, _encoder.encode(event) + b"\n")
+        try:
+            _append_line(self._fd, _encoder.encode(event) + b"\n")
+        except OSError as exc:
+            self.error = self._failure(exc)
+            if self.on_error is None:
+                raise self.error from None
+            self.on_error(self.error)
+
+    def _failure(self, exc: OSError) -> StateError:
+        return StateError(
+            f"Could not write the events log {self.path}: {exc.strerror or exc}.",
+            hint="Free some space (or fix the permissions), then go on with "
+            f"`prodigy resume-job {self.job_id}`.",
+        )
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -288,6 +320,22 @@ def with_job_id(event: dict[str, Any], job_id: str) -> dict[str, Any]:
     if "job_id" not in named:
         named["job_id"] = job_id
     return named
+
+
+def _append_line(fd: int, line: bytes) -> None:
+    """One write of a whole line; a write the disk cuts short is taken back (when no other
+    writer appended since), so the log never holds half a line for the next one to weld to."""
+    start = os.fstat(fd).st_size
+    written = 0
+    try:
+        written = os.write(fd, line)
+        if written < len(line):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except OSError:
+        if written and os.fstat(fd).st_size == start + written:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+        raise
 
 
 class TornLine(msgspec.Struct, frozen=True):

@@ -92,6 +92,30 @@ class ItemIds(Sequence[str]):
                 yield self._items.decode_line(line).id
 
 
+def items_damaged(path: Path, problem: str) -> StateError:
+    """The one sentence for a frozen items file that cannot be trusted, and what to do.
+
+    It is never rewritten: re-reading the map input could give other items than the ones the
+    journal's indexes refer to (SPEC-NOTES, damaged files)."""
+    return StateError(
+        f"The job's item file {path} {problem}; it was left untouched.",
+        hint="Restore it from a backup to resume the job; prodigy does not re-read the map "
+        "input for a job, since that could give other items than the ones recorded.",
+    )
+
+
+def open_frozen_items(job: JobDir, count: int | None) -> ItemsFile:
+    """The frozen items, checked against the number the journal says were frozen."""
+    items = ItemsFile(job.items)
+    if count is not None and len(items) != count:
+        items.close()
+        raise items_damaged(
+            job.items,
+            f"holds {len(items)} of the {count} items frozen into it (it was cut short or changed)",
+        )
+    return items
+
+
 class ItemsFile:
     """Random access to the frozen items: 8 bytes of memory per item (its offset)."""
 
@@ -100,16 +124,14 @@ class ItemsFile:
         try:
             file = path.open("rb")
         except FileNotFoundError:
-            raise StateError(f"The job's item file {path} is missing.") from None
+            raise items_damaged(path, "is missing") from None
         with file:
             # Where every line starts, plus where the last one ends: C-speed loops only.
             self._offsets = array("Q", [0])
             self._offsets.extend(itertools.accumulate(map(len, file)))
         size = self._offsets[-1]
         if size and self._last_byte(size) != b"\n":
-            raise StateError(
-                f"The job's item file {path} is cut short: its last line is incomplete."
-            )
+            raise items_damaged(path, "is cut short: its last line is incomplete")
         self._fd = os.open(path, os.O_RDONLY)
         self.ids = ItemIds(self)
 
@@ -129,7 +151,7 @@ class ItemsFile:
         try:
             return _item_decoder.decode(line)
         except msgspec.DecodeError as exc:
-            raise StateError(f"The job's item file {self.path} is damaged ({exc}).") from None
+            raise items_damaged(self.path, f"is damaged ({exc})") from None
 
     def id_of(self, index: int) -> str:
         return self._line(index).id
@@ -188,13 +210,21 @@ def append_records(job: JobDir, state: JobState, records: list[Record]) -> JobSt
 
     `state.journal_bytes` is how much of the journal is intact: a torn tail after it goes.
     """
-    journal = Journal(job.journal, state.journal_bytes)
     try:
-        if records:
-            journal.append_now(records)
-        size = journal.size
-    finally:
-        journal.close()
+        journal = Journal(job.journal, state.journal_bytes)
+        try:
+            if records:
+                journal.append_now(records)
+            size = journal.size
+        finally:
+            journal.close()
+    except OSError as exc:
+        # A write cut short is cut off again by the journal: nothing of it was recorded.
+        raise StateError(
+            f"Could not write the journal {job.journal}: {exc.strerror or exc}; nothing was "
+            "recorded.",
+            hint="Free some space (or fix the permissions), then run the command again.",
+        ) from None
     if any(isinstance(r, RolledBack) for r in records):
         return replay_journal(job.journal, compact=state.compact)
     for record in records:
@@ -282,13 +312,23 @@ def metadata_document(
 
 
 def read_job_metadata(job: JobDir) -> JobMetadata:
-    """The identity a run needs; a missing field (or one of the wrong type) is a StateError."""
+    """The identity a run needs. A missing, unparsable or ill-shaped file is a StateError that
+    names it and the repair; the file itself is never rewritten here."""
     try:
         return msgspec.convert(job.read_metadata(), JobMetadata)
+    except FileNotFoundError:
+        problem = "is missing"
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror or exc})"
+    except StateError as exc:  # not JSON, or not an object
+        problem = exc.message.removeprefix(f"{job.metadata} ").rstrip(".")
     except msgspec.ValidationError as exc:
-        raise StateError(
-            f"{job.metadata} is missing a field or has one of the wrong type ({exc})."
-        ) from None
+        problem = f"is damaged: a field is missing or of the wrong type ({exc})"
+    raise StateError(
+        f"The metadata of job {job.job_id}, {job.metadata}, {problem}; it was left untouched.",
+        hint="Rebuild it from the job's checkpoint and journal with "
+        f"`prodigy checkpoints repair {job.job_id}`.",
+    ) from None
 
 
 def create_job(

@@ -22,7 +22,7 @@ from prodigy.attempt_log import AttemptLog
 from prodigy.errors import StateError
 from prodigy.job import ItemsFile, StoredMetadata, read_stored_metadata
 from prodigy.journal import decode_line, decode_lines
-from prodigy.lock import LockHolder
+from prodigy.lock import UNKNOWN_HOLDER, LockHolder, parse_holder
 from prodigy.state import JobState, Record, RolledBack, apply_record, replay
 from prodigy.store import JobDir
 
@@ -103,16 +103,8 @@ def _lock_table_holds(path: Path) -> bool | None:
 def _holder_in_file(path: Path) -> LockHolder | None:
     """Who wrote themselves into the lock file (emptied on a clean release)."""
     try:
-        raw = msgspec.json.decode(path.read_bytes() or b"null")
-    except (OSError, msgspec.DecodeError):
-        return None
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return LockHolder(
-            int(raw["pid"]), str(raw["host"]), str(raw["started"]), str(raw.get("purpose", "run"))
-        )
-    except (KeyError, TypeError, ValueError):
+        return parse_holder(path.read_bytes())
+    except OSError:
         return None
 
 
@@ -137,7 +129,7 @@ def live_holder(path: Path) -> LockHolder | None:
         )
     if not held:
         return None
-    return holder or LockHolder(0, "?", "?", "run")
+    return holder or UNKNOWN_HOLDER
 
 
 class JobWatch:

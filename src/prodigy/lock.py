@@ -6,6 +6,7 @@ the file also records who holds it, for the refusal message and the take-over no
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from prodigy.display import one_line
 from prodigy.errors import JobLocked
 
 
@@ -26,22 +28,48 @@ class LockHolder:
     purpose: str
 
     def describe(self) -> str:
+        if self.pid == 0:
+            return "another process (its lock file does not say which)"
         return f"PID {self.pid} on host {self.host} ({self.purpose}, since {self.started})"
 
 
-def _read_holder(path: Path) -> LockHolder | None:
+# A live holder whose lock file names nobody readable (garbage in it, or written just now).
+UNKNOWN_HOLDER = LockHolder(0, "?", "?", "run")
+
+
+def parse_holder(data: bytes) -> LockHolder | None:
+    """The holder a lock file names; None when it is empty (released cleanly) or holds
+    anything else (garbage, another program's text): flock is the lock, these bytes only the
+    name for a message, so damage here never decides anything."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8") or "null")
-    except (OSError, ValueError):
+        raw = json.loads(data.decode("utf-8") or "null")
+    except ValueError:  # also UnicodeDecodeError
         return None
     if not isinstance(raw, dict):
         return None
     try:
-        return LockHolder(
-            int(raw["pid"]), str(raw["host"]), str(raw["started"]), str(raw.get("purpose", "run"))
+        pid = int(raw["pid"])
+        holder = LockHolder(
+            pid,
+            one_line(str(raw["host"]), 100),
+            one_line(str(raw["started"]), 40),
+            one_line(str(raw.get("purpose", "run")), 40),
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
+    # A PID no process can have: the file was not written by prodigy.
+    return holder if 0 < pid < 2**31 else None
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _read_holder(path: Path) -> LockHolder | None:
+    return parse_holder(_read_file(path))
 
 
 class JobLock:
@@ -53,6 +81,7 @@ class JobLock:
         self.purpose = purpose
         self._fd: int | None = None
         self.taken_over: LockHolder | None = None
+        self.unreadable_holder = False  # the file held bytes that name no holder
 
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -61,32 +90,53 @@ class JobLock:
         except BlockingIOError:
             os.close(fd)
             holder = _read_holder(self.path)
-            who = holder.describe() if holder else "another process"
+            who = (holder or UNKNOWN_HOLDER).describe()
             raise JobLocked(
                 f"Job {self.job_id} is already being worked on by {who}.",
                 hint="Wait for it to finish, or stop that process; its state is safe either way.",
             ) from None
         # Holder details left behind mean the previous holder died without releasing.
-        self.taken_over = _read_holder(self.path)
+        left = _read_file(self.path)
+        self.taken_over = parse_holder(left)
+        self.unreadable_holder = bool(left.strip()) and self.taken_over is None
         me = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "purpose": self.purpose,
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
+        # The flock is the lock; the details only name its holder in messages, so a full or
+        # failed disk does not stop the command here (its own writes then say what broke).
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
         self._fd = fd
+
+    def take_over_notice(self) -> str | None:
+        """What to tell the user about the holder this lock replaced, if anything."""
+        if self.taken_over is not None:
+            return (
+                f"Taking over the lock of job {self.job_id} left by "
+                f"{self.taken_over.describe()}, which is no longer running."
+            )
+        if self.unreadable_holder:
+            return (
+                f"The lock file {self.path} of job {self.job_id} held unreadable holder "
+                "details (not written by prodigy); nobody held the lock, so it is taken and "
+                "the file rewritten."
+            )
+        return None
 
     def release(self) -> None:
         if self._fd is None:
             return
-        try:
+        # Emptied, so the next holder takes nothing over; on a file system that failed (full,
+        # read-only) the details stay, and the next holder says it took over from this one.
+        with contextlib.suppress(OSError):
             os.ftruncate(self._fd, 0)
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
 
     def __enter__(self) -> JobLock:
         self.acquire()
@@ -110,7 +160,7 @@ def is_locked(path: Path) -> LockHolder | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read_holder(path) or LockHolder(0, "?", "?", "run")
+            return _read_holder(path) or UNKNOWN_HOLDER
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:

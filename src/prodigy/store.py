@@ -179,6 +179,28 @@ class JobDir:
         m = CHECKPOINT_PATTERN.match(os.path.basename(target))
         return int(m.group(1)) if m else None
 
+    def latest_problem(self, expected: bool = False) -> str | None:
+        """What is wrong with `latest.json`, or None: a link whose checkpoint file is gone, or
+        no link while checkpoint files exist (or `expected`: the journal says one was written).
+        A crash never leaves either (the link is replaced after its file is written, and older
+        files are removed after that), so both are damage; the journal still holds the state."""
+        try:
+            target = os.readlink(self.latest)
+        except FileNotFoundError:
+            try:
+                on_disk = self.checkpoint_versions()
+            except OSError:
+                on_disk = []
+            if not on_disk and not expected:
+                return None
+            listing = ", ".join(f"v{v}" for v in on_disk) or "none"
+            return f"{self.latest} is missing (checkpoint files on disk: {listing})"
+        except OSError:
+            return None  # a plain file, not a link: read as it is
+        if not (self.path / target).exists():
+            return f"{self.latest} points to {target}, which does not exist"
+        return None
+
     def read_metadata(self) -> dict[str, Any]:
         data = read_json(self.metadata)
         if not isinstance(data, dict):

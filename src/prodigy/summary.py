@@ -61,10 +61,13 @@ class JobSummary:
     @property
     def status_label(self) -> str:
         if self.crashed:
-            return "interrupted (crashed)"
-        if self.holder is not None and self.holder.purpose not in ("cook", "resume", "run"):
-            return f"running ({self.holder.purpose})"
-        return self.status
+            label = "interrupted (crashed)"
+        elif self.holder is not None and self.holder.purpose not in ("cook", "resume", "run"):
+            label = f"running ({self.holder.purpose})"
+        else:
+            label = self.status
+        # Listings mark a damaged job instead of failing on it; `problems` says what and how.
+        return f"{label} (damaged)" if self.problems else label
 
     def age(self, now: datetime | None = None) -> float:
         """Seconds since the last update (since the directory changed, if that is unknown)."""
@@ -79,12 +82,13 @@ class JobSummary:
 
 
 def _read_metadata(job: JobDir) -> tuple[StoredMetadata | None, str | None]:
+    repair = f"`prodigy checkpoints repair {job.job_id}` rebuilds it"
     try:
         return read_stored_metadata(job), None
     except FileNotFoundError:
-        return None, f"{job.metadata} is missing"
+        return None, f"{job.metadata} is missing; {repair}"
     except StateError as exc:
-        return None, exc.message.rstrip(".")
+        return None, f"{exc.message.rstrip('.')}; {repair}"
     except OSError as exc:
         return None, f"{job.metadata} cannot be read ({exc.strerror or exc})"
 
@@ -191,6 +195,9 @@ def summarize(job: JobDir, replay_journal: bool = True) -> JobSummary:
         state, problem = _read_state(job)
         if problem:
             problems.append(problem)
+    problem = job.latest_problem(expected=state is not None and state.item_count is not None)
+    if problem:
+        problems.append(f"{problem}; resume rebuilds the state from the journal")
     holder = _other_holder(job)
     status, crashed = _status(meta.status, state.ended if state else None, holder)
     if state is not None:

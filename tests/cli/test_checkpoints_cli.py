@@ -357,7 +357,7 @@ def test_clean_all_older_than(world: Env) -> None:
     assert lines[1].startswith(f"Skipped: Job {old_stopped} is not finished (stopped")
     assert "--force" in lines[-1]
     # Without metadata.json the age is the directory's; the journal says it completed.
-    assert lines[2].startswith(f"Would delete {no_metadata} (completed, 1/1 succeeded")
+    assert lines[2].startswith(f"Would delete {no_metadata} (completed (damaged), 1/1 succeeded")
     assert "last update 30d ago" in lines[2]
     assert len(lines) == 4 and "nothing was deleted" in lines[3] and "kept 1" in lines[3]
     assert remaining() == everything

@@ -23,7 +23,7 @@ from prodigy.cli.params import DurationParam
 from prodigy.display import byte_size, plural
 from prodigy.durations import format_duration
 from prodigy.errors import JobNotFound, ProdigyError, StateError
-from prodigy.job import read_job_metadata
+from prodigy.job import load_state, metadata_document, read_job_metadata
 from prodigy.job_worktrees import (
     JobWorktree,
     JobWorktrees,
@@ -36,9 +36,16 @@ from prodigy.job_worktrees import (
     remove_job_worktrees,
 )
 from prodigy.lock import is_locked
-from prodigy.store import JobDir, find_job, find_repository, jobs_root, list_jobs
+from prodigy.store import (
+    JobDir,
+    find_job,
+    find_repository,
+    jobs_root,
+    list_jobs,
+    write_checkpoint,
+)
 from prodigy.summary import JobSummary, describe_failed, repository_summaries, summarize
-from prodigy.versions import checkpoint_files, rebuild_checkpoint_document
+from prodigy.versions import checkpoint_files, rebuild_checkpoint_document, rebuild_metadata
 
 TRASH_PREFIX = ".deleting-"
 
@@ -64,9 +71,8 @@ def _print_job_status(job: JobDir) -> None:
     say("Available checkpoints:")
     files = checkpoint_files(job)
     versions = [f.version for f in files]
+    # No tag when latest.json is missing or dangling: the warning above says so.
     latest = s.latest_checkpoint if s.latest_checkpoint in versions else None
-    if latest is None and files:
-        latest = files[0].version
     for f in files:
         tag = " (latest)" if f.version == latest else ""
         if f.problem is None:
@@ -99,6 +105,9 @@ def list_checkpoints(job_id: str | None) -> int:
         ["JOB ID", "STATUS", "DONE/TOTAL"],
         [[s.job_id, s.status_label, f"{s.counts.succeeded}/{s.counts.total}"] for s in jobs],
     )
+    for s in jobs:
+        for problem in s.problems:
+            warn(f"warning: job {s.job_id}: {problem}.")
     return 0
 
 
@@ -156,7 +165,11 @@ def show(job_id: str, version: int | None) -> int:
                 f"{newest} can be shown (checkpoint files on disk: {_on_disk(job)}).",
             )
         if version is None:
-            # latest.json is gone (set aside as corrupt, say): the newest file may still be there.
+            # latest.json is gone (set aside as corrupt, or deleted) or dangling: the newest
+            # version may still have its file.
+            problem = job.latest_problem(expected=True)
+            if problem is not None:
+                warn(f"warning: {problem}; showing the newest version, v{wanted}.")
             data = _checkpoint_bytes(job, wanted)
         if data is None:
             data = encode_checkpoint(rebuild_checkpoint_document(job, wanted))
@@ -167,6 +180,77 @@ def show(job_id: str, version: int | None) -> int:
     sys.stdout.flush()
     sys.stdout.buffer.write(msgspec.json.format(data, indent=2).rstrip(b"\n") + b"\n")
     sys.stdout.buffer.flush()
+    return 0
+
+
+# ---- repair --------------------------------------------------------------------------------------
+
+
+def _set_aside(path: Path) -> Path:
+    """Move a damaged file to `corrupt-<name>` (a new name each time): kept for inspection,
+    out of the way of every write and of retention."""
+    n = 1
+    while True:
+        aside = path.with_name(f"corrupt-{path.name}" if n == 1 else f"corrupt-{n}-{path.name}")
+        if not os.path.lexists(aside):
+            os.replace(path, aside)
+            return aside
+        n += 1
+
+
+def _repair_metadata(job: JobDir) -> bool:
+    """Rebuild a damaged metadata.json from a checkpoint file and the journal."""
+    try:
+        read_job_metadata(job)
+        return False
+    except StateError as exc:
+        warn(f"warning: {exc.message}")
+    meta, version = rebuild_metadata(job)
+    state = load_state(job)
+    aside = _set_aside(job.metadata) if os.path.lexists(job.metadata) else None
+    job.write_metadata(metadata_document(meta, state, state.ended or "interrupted"))
+    kept = f"; the damaged file was kept as {aside}" if aside is not None else ""
+    say(
+        f"Rebuilt {job.metadata} from checkpoint v{version} and the journal "
+        f"(v{state.version}){kept}."
+    )
+    return True
+
+
+def _repair_latest(job: JobDir) -> bool:
+    """Point a missing or dangling latest.json at a checkpoint of the journal's version."""
+    state = load_state(job)
+    problem = job.latest_problem(expected=state.item_count is not None)
+    if problem is None:
+        return False
+    warn(f"warning: {problem}.")
+    document = rebuild_checkpoint_document(job, state.version)
+    # Nothing is pruned here: the next run's retention does that.
+    write_checkpoint(job, state.version, encode_checkpoint(document), keep=1 << 30)
+    say(
+        f"Wrote checkpoint v{state.version}, rebuilt from the journal, and pointed "
+        f"{job.latest} at it."
+    )
+    return True
+
+
+@checkpoints.command("repair")
+@click.argument("job_id")
+def repair(job_id: str) -> int:
+    """Rebuild a damaged metadata.json and a missing or dangling latest.json of JOB_ID.
+
+    Both are rebuilt from the journal (the source of truth) and a checkpoint file; a damaged
+    file is kept as corrupt-<name>. A running job is never repaired.
+    """
+    job = find_job(job_id)
+    lock = lock_for_clean(job, "repair")
+    try:
+        repaired = _repair_metadata(job)
+        repaired = _repair_latest(job) or repaired
+    finally:
+        lock.release()
+    if not repaired:
+        say(f"Nothing to repair in job {job.job_id}: its metadata.json and latest.json are sound.")
     return 0
 
 

@@ -14,11 +14,17 @@ from typing import TYPE_CHECKING
 import click
 
 from prodigy.checkpoint import newest_checkpoint
-from prodigy.cli.output import Settings, say
+from prodigy.cli.output import Settings, say, warn
 from prodigy.display import plural
 from prodigy.errors import ProdigyError
 from prodigy.events import DlqItemRemoved, DlqReprocessStarted, EventLog
-from prodigy.job import ItemsFile, JobMetadata, append_records, load_run_state, read_job_metadata
+from prodigy.job import (
+    JobMetadata,
+    append_records,
+    load_run_state,
+    open_frozen_items,
+    read_job_metadata,
+)
 from prodigy.lock import JobLock
 from prodigy.state import (
     STATUS_NAMES,
@@ -67,7 +73,7 @@ def _choose_items(
     """The DLQ items to run again (all, or those named by --item) and their ids."""
     if state.item_count is None:
         raise ProdigyError(f"Job {job.job_id} has not reached its map phase; it has no DLQ.")
-    ids = ItemsFile(job.items)
+    ids = open_frozen_items(job, state.item_count)
     try:
         chosen = _choose(job.job_id, ids.ids, state.status, wanted)
         id_of = {index: ids.ids[index] for index in chosen}
@@ -129,6 +135,9 @@ def reprocess(
     lock = JobLock(job.lock, job.job_id, "dlq reprocess")
     lock.acquire()
     try:
+        notice = lock.take_over_notice()
+        if notice is not None:
+            warn(notice)
         return _reprocess_locked(job, max_parallel, items, force)
     finally:
         lock.release()

@@ -41,7 +41,7 @@ class LazyGroup(click.Group):
         "run": "Same as cook.",
         "resume": "Resume the newest unfinished job of this repository (or JOB_ID).",
         "resume-job": "Resume one job by id.",
-        "checkpoints": "List, show and clean checkpoints.",
+        "checkpoints": "List, show, repair and clean checkpoints.",
         "events": "Show or follow a job's events.",
         "dlq": "Inspect and reprocess the dead letter queue.",
         "sessions": "Show the jobs of this repository.",

@@ -27,7 +27,14 @@ from prodigy.events import (
     JobResumed,
     count_fields,
 )
-from prodigy.job import ItemsFile, JobMetadata, append_records, load_run_state, read_job_metadata
+from prodigy.job import (
+    ItemsFile,
+    JobMetadata,
+    append_records,
+    load_run_state,
+    open_frozen_items,
+    read_job_metadata,
+)
 from prodigy.journal import replay_journal
 from prodigy.lock import JobLock
 from prodigy.state import (
@@ -296,11 +303,9 @@ def resume_job_id(
     lock = JobLock(job.lock, job.job_id, "resume")
     lock.acquire()
     try:
-        if lock.taken_over is not None:
-            warn(
-                f"Taking over the lock of job {job.job_id} left by "
-                f"{lock.taken_over.describe()}, which is no longer running."
-            )
+        notice = lock.take_over_notice()
+        if notice is not None:
+            warn(notice)
         return _resume_locked(job, request)
     finally:
         lock.release()
@@ -345,6 +350,8 @@ def _load_stopped_job(job: JobDir, request: ResumeRequest) -> _StoppedJob:
         meta = msgspec.structs.replace(meta, profile=request.profile)
     checkpoint, latest_damaged = _read_latest_checkpoint(job, request)
     state, restored = _load_run_state(job, checkpoint, request)
+    if checkpoint is None and not latest_damaged:
+        _warn_latest_problem(job, state)
     if checkpoint is not None and not request.skip_validation and not restored:
         _check_consistency(
             job,
@@ -352,6 +359,9 @@ def _load_stopped_job(job: JobDir, request: ResumeRequest) -> _StoppedJob:
             lambda version: replay_journal(job.journal, version, compact=True),
             state,
         )
+    # Checked before anything runs: a cut-short items file would misnumber every item.
+    if state.item_count is not None:
+        open_frozen_items(job, state.item_count).close()
     workflow = load_job_workflow(
         job,
         Path(meta.workflow_path),
@@ -395,6 +405,17 @@ def _read_latest_checkpoint(
             "journal instead."
         )
         return None, True
+
+
+def _warn_latest_problem(job: JobDir, state: JobState) -> None:
+    """A missing or dangling `latest.json` holds nothing to check against: the journal alone
+    is the state (as replayed), and the run's first checkpoint points the link at a file."""
+    problem = job.latest_problem(expected=state.item_count is not None)
+    if problem is not None:
+        warn(
+            f"warning: {problem}; the state of job {job.job_id} is rebuilt from its journal "
+            "(the source of truth) instead."
+        )
 
 
 def _record_plan(
@@ -468,13 +489,22 @@ def _run_resumed(
 
 def _newest_unfinished_job() -> str:
     repo = find_repository(Path.cwd())
+    unreadable: list[str] = []
     for job in reversed(list_jobs(repo.name)):
         try:
             status = job.read_metadata().get("status")
         except (StateError, OSError):
+            unreadable.append(job.job_id)
             continue
         if status != "completed":
             return job.job_id
+    if unreadable:
+        raise ProdigyError(
+            f"No unfinished job found for repository {repo.name!r} whose metadata.json can be "
+            f"read; that of {', '.join(unreadable)} cannot.",
+            hint=f"Rebuild it with `prodigy checkpoints repair {unreadable[0]}`, or resume "
+            "another job by id.",
+        )
     raise ProdigyError(
         f"No unfinished job found for repository {repo.name!r}.",
         hint="List jobs with `prodigy sessions show`, or start one with `prodigy cook WORKFLOW`.",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from prodigy.cli.output import say, say_no_jobs, table
+from prodigy.cli.output import say, say_no_jobs, table, warn
 from prodigy.display import format_time, plural
 from prodigy.store import find_job, find_repository
 from prodigy.summary import JobSummary, failed_split, repository_summaries, summarize
@@ -92,4 +92,7 @@ def show(job_id: str | None) -> int:
             for s in jobs
         ],
     )
+    for s in jobs:
+        for problem in s.problems:
+            warn(f"warning: job {s.job_id}: {problem}.")
     return 0
