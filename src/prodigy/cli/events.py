@@ -7,6 +7,7 @@ its newline arrives, and stops by itself when the job has ended and nothing hold
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -216,7 +217,8 @@ def select_events(
     on_torn: Any,
 ) -> list[Event]:
     """Filter by type and item, then keep the last `tail`; torn lines go to `on_torn`."""
-    kept: deque[Event] = deque(maxlen=tail)
+    # More than could ever be kept is the same as "all" (a deque refuses a bigger maxlen).
+    kept: deque[Event] = deque(maxlen=None if tail is None else min(tail, sys.maxsize))
     for line in lines:
         if isinstance(line, TornLine):
             on_torn(line)
