@@ -35,7 +35,8 @@ after a power loss, so a program must survive both.
 Backing layout (`BACKING/`): `ino/<n>.meta` (kind, mode, symlink target), `ino/<n>.data` (a
 file's durable bytes), `ino/<n>.dir` (a directory's durable listing, JSON `{name: ino}`); the
 root is inode 1. Inodes not reachable from the root at mount time were never named durably
-and are deleted.
+and are deleted. `acked/` holds, for every file named `journal.jsonl`, the content its last
+fsync returned for (the path with `/` as `%`): what the program was told is on disk.
 
 Run as `python lazyfs.py BACKING MOUNTPOINT` (foreground; unmount to stop). Needs /dev/fuse,
 libfuse 3 (Debian `fuse3`) and `mfusepy`.
@@ -60,6 +61,7 @@ from typing import Any
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 
 CONTROL = ".lazyfs-control"
+ACKED_NAME = "journal.jsonl"  # files whose fsync'd content is also copied to BACKING/acked/
 ROOT_INO = 1
 
 
@@ -173,7 +175,7 @@ class LazyFS:
         self._write_meta(ino, self.nodes[ino])
         self._write_backing(f"{ino}.dir", json.dumps(entries).encode())
 
-    def fsync_inode(self, ino: int) -> None:
+    def fsync_inode(self, ino: int, path: str | None = None) -> None:
         node = self.nodes[ino]
         if node.kind == "dir":
             self._persist_dir(ino)
@@ -181,6 +183,22 @@ class LazyFS:
         elif node.kind == "file":
             self._persist_file(ino, bytes(node.data))
             self.dirty_data.discard(ino)
+            if path is not None and path.endswith("/" + ACKED_NAME):
+                # What the program is told is on disk: kept outside the filesystem, so a
+                # check after the cut can tell what was acknowledged from what survived.
+                acked = self.backing / "acked"
+                acked.mkdir(exist_ok=True)
+                (acked / path.strip("/").replace("/", "%")).write_bytes(bytes(node.data))
+
+    def sync(self) -> None:
+        """A clean unmount (or `sync`): everything pending becomes durable."""
+        for ino in sorted(self.dirty_data):
+            if ino in self.nodes:
+                self._persist_file(ino, bytes(self.nodes[ino].data))
+        for ino in sorted(self.dirty_dirs):
+            self._persist_dir(ino)
+        self.dirty_data.clear()
+        self.dirty_dirs.clear()
 
     def cut(self, writeback: bool) -> dict[str, int]:
         """The power goes: persist nothing more, except what background writeback saved."""
@@ -380,6 +398,11 @@ def serve(backing: Path, mountpoint: Path, seed: int | None) -> None:
         flag_nullpath_ok = True
         flag_nopath = False
 
+        def destroy(self, path: str | None) -> None:
+            with fs.lock:
+                if fs.powered:
+                    fs.sync()
+
         @guarded
         def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
             if path == "/" + CONTROL:
@@ -491,7 +514,7 @@ def serve(backing: Path, mountpoint: Path, seed: int | None) -> None:
 
         @guarded
         def fsync(self, path: str | None, datasync: int, fh: int) -> int:
-            fs.fsync_inode(inode(path, fh))
+            fs.fsync_inode(inode(path, fh), path)
             return 0
 
         @guarded
@@ -585,7 +608,8 @@ class Mount:
         return saved
 
     def stop(self) -> None:
-        """Unmount (lazily: a killed process may still hold a file) and wait for the server."""
+        """Unmount (lazily: a killed process may still hold a file) and wait for the server.
+        Without a cut first this is a clean shutdown: everything pending is made durable."""
         if self.process is None:
             return
         subprocess.run(
