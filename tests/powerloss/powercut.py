@@ -48,7 +48,7 @@ WORKFLOW = """\
 name: powerloss
 mode: mapreduce
 setup:
-  - shell: "echo setup >> {ledger}; sleep 0.05"
+  - shell: "echo setup >> {ledger}; sleep 0.2"
   - shell: "echo from-setup"
     capture_output: cap
 map:
@@ -58,14 +58,13 @@ map:
   agent_template:
     - shell: >-
         echo start ${{item_index}} >> {ledger};
-        sleep 0.0$(( ${{item_index}} % 7 + 1 ));
+        sleep 0.$(( ${{item_index}} % 3 + 1 ));
         echo done ${{item_index}} ${{cap}} >> {ledger}
 reduce:
-  - shell: "echo reduce 1 >> {ledger}; sleep 0.05"
-  - shell: "echo reduce 2 ${{map.successful}}/${{map.total}} >> {ledger}"
+  - shell: "echo reduce 1 >> {ledger}; sleep 0.2"
+  - shell: "echo reduce 2 ${{map.successful}}/${{map.total}} >> {ledger}; sleep 0.2"
 """
 
-PHASES = ("setup", "map", "reduce", "end")
 
 
 @dataclass
@@ -80,6 +79,7 @@ class Tally:
     unreadable: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # resume refused, a job did not finish
     torn_tails: int = 0
+    torn_events: int = 0
     jobs_never_durable: int = 0  # cuts after which the job had nothing durable: started again
     reruns_unacknowledged: int = 0  # agents run again whose success was never durable
     writeback_cuts: int = 0
@@ -99,7 +99,8 @@ class Tally:
             ("repeated (recorded, then started again)", str(len(self.repeated))),
             ("unreadable files", str(len(self.unreadable))),
             ("resume failures", str(len(self.failures))),
-            ("torn final lines dropped", str(self.torn_tails)),
+            ("torn final journal lines dropped", str(self.torn_tails)),
+            ("torn final events-log lines", str(self.torn_events)),
             ("cuts before the job was durable (cook again)", str(self.jobs_never_durable)),
             ("agents re-run, success never durable", str(self.reruns_unacknowledged)),
             ("time taken", f"{self.seconds:.1f} s"),
@@ -196,6 +197,7 @@ class PowerCuts:
                 if job_id is None
                 else self._prodigy("resume", job_id, "-y")
             )
+            ledger_at_start = _line_count(self.ledger)
             cut = self.tally.cuts < cuts
             delay = self.random.uniform(0, self.budget)
             try:
@@ -208,7 +210,7 @@ class PowerCuts:
                     return
                 self._finished(job_id, recorded, ledger_start)
                 return
-            where = f"{command}/{self._phase(ledger_start)}"
+            where = f"{command}/{self._phase(ledger_start, ledger_at_start)}"
             writeback = self.random.random() < self.writeback_share
             self.mount.cut(writeback=writeback)
             _kill_tree(proc)
@@ -219,11 +221,17 @@ class PowerCuts:
             if progress:
                 print(f"cut {self.tally.cuts}: {where}", file=sys.stderr)
             job_id = self._after_cut(job_id, recorded, where)
+            if job_id is not None and load_state(JobDir(self.jobs_root / job_id))[0].ended:
+                # The cut came after the job's end was recorded: nothing is left to resume.
+                self._finished(job_id, recorded, ledger_start)
+                return
             command = "cook" if job_id is None else "resume"
 
-    def _phase(self, ledger_start: int) -> str:
+    def _phase(self, ledger_start: int, ledger_at_start: int) -> str:
         """Where the job stood at the cut, as the outside world saw it."""
         lines = _lines(self.ledger)[ledger_start:]
+        if len(lines) + ledger_start == ledger_at_start:
+            return "start-up"  # nothing ran yet in this process: loading, replaying, checking
         if not any(line == "setup" for line in lines) or not any(
             line.startswith("start") for line in lines
         ):
@@ -353,6 +361,7 @@ class PowerCuts:
                     lines = path.read_bytes().split(b"\n")
                     # Only the events log, appended without fsync, may end in a torn line.
                     tail = lines[-1:] if name == "events.jsonl" else []
+                    self.tally.torn_events += bool(tail and tail[0])
                     for line in lines[: len(lines) - len(tail)]:
                         if line:
                             msgspec.json.decode(line)
