@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "powerloss"))
 
-from lazyfs import fuse_unavailable  # noqa: E402
-from powercut import PowerCuts  # noqa: E402
+from lazyfs import fuse_unavailable
+from powercut import PowerCuts
 
 
 def main() -> int:

@@ -74,7 +74,7 @@ def fuse_unavailable() -> str | None:
     try:
         import mfusepy  # noqa: F401
     except (ImportError, OSError) as exc:
-        return f"mfusepy or libfuse 3 is not installed ({exc}; pip install -e '.[dev]', apt-get install fuse3)"
+        return f"mfusepy or libfuse 3 is missing ({exc}): install the dev extra and Debian's fuse3"
     return None
 
 
@@ -632,6 +632,4 @@ class Mount:
 
 
 if __name__ == "__main__":
-    serve(
-        Path(sys.argv[1]), Path(sys.argv[2]), None if sys.argv[3] == "None" else int(sys.argv[3])
-    )
+    serve(Path(sys.argv[1]), Path(sys.argv[2]), None if sys.argv[3] == "None" else int(sys.argv[3]))

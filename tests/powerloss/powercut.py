@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-
 from lazyfs import Mount
+
 from prodigy.errors import ProdigyError
 from prodigy.job import load_state
 from prodigy.journal import read_journal
@@ -64,7 +64,6 @@ reduce:
   - shell: "echo reduce 1 >> {ledger}; sleep 0.2"
   - shell: "echo reduce 2 ${{map.successful}}/${{map.total}} >> {ledger}; sleep 0.2"
 """
-
 
 
 @dataclass
@@ -153,7 +152,7 @@ class PowerCuts:
             cwd=self.repo,
             env=self.env,
             stdout=subprocess.DEVNULL,
-            stderr=open(self.root / "prodigy.err", "wb"),  # noqa: SIM115
+            stderr=open(self.root / "prodigy.err", "wb"),
             start_new_session=True,
         )
 
@@ -367,9 +366,7 @@ class PowerCuts:
                             msgspec.json.decode(line)
                     if name == "items.jsonl" and len(lines) - 1 > 0 and lines[-1]:
                         raise ValueError("the last line has no newline")
-                elif name == "latest.json" or CHECKPOINT_PATTERN.match(name):
-                    msgspec.json.decode(path.read_bytes())
-                elif name == "metadata.json":
+                elif name in ("latest.json", "metadata.json") or CHECKPOINT_PATTERN.match(name):
                     msgspec.json.decode(path.read_bytes())
                 else:
                     bad.append(f"{path}: a file prodigy does not write")
