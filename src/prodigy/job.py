@@ -178,6 +178,15 @@ def metadata_document(
 
 def read_job_metadata(job: JobDir) -> JobMetadata:
     """The identity a run needs; a missing field (or one of the wrong type) is a StateError."""
+    if not job.journal.exists() and (
+        not job.metadata.exists() or not read_stored_metadata(job).version
+    ):
+        # A crash or power loss between making the directory and creating the journal.
+        raise StateError(
+            f"Job {job.job_id} recorded nothing before it was interrupted (its directory "
+            "has no journal), so there is nothing to resume.",
+            hint="Start it again with `prodigy cook WORKFLOW`.",
+        )
     try:
         return msgspec.convert(job.read_metadata(), JobMetadata)
     except msgspec.ValidationError as exc:

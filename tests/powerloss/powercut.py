@@ -80,6 +80,7 @@ class Tally:
     torn_tails: int = 0
     torn_events: int = 0
     jobs_never_durable: int = 0  # cuts after which the job had nothing durable: started again
+    nothing_recorded: int = 0  # of those, job directories that resume said recorded nothing
     reruns_unacknowledged: int = 0  # agents run again whose success was never durable
     writeback_cuts: int = 0
     seconds: float = 0.0
@@ -101,6 +102,7 @@ class Tally:
             ("torn final journal lines dropped", str(self.torn_tails)),
             ("torn final events-log lines", str(self.torn_events)),
             ("cuts before the job was durable (cook again)", str(self.jobs_never_durable)),
+            ("  of which resume said 'recorded nothing'", str(self.nothing_recorded)),
             ("agents re-run, success never durable", str(self.reruns_unacknowledged)),
             ("time taken", f"{self.seconds:.1f} s"),
         ]
@@ -283,6 +285,8 @@ class PowerCuts:
                     f"although its journal had been fsync'd with {_progress(acked)}"
                 )
             # Nothing durable to resume from: as far as the disk knows, the job never started.
+            if job_id in durable:
+                self._nothing_to_resume(job_id)
             self.closed.add(job_id)
             self.tally.jobs_never_durable += 1
             return None
@@ -319,6 +323,15 @@ class PowerCuts:
         for step in range(1, state.reduce_done + 1):
             recorded.reduce.setdefault(step, position)
         return job_id
+
+    def _nothing_to_resume(self, job_id: str) -> None:
+        """A job directory with nothing recorded: resume must say so, in one sentence."""
+        proc = self._prodigy("resume", job_id, "-y")
+        rc = proc.wait(timeout=120)
+        said = self._stderr()
+        if rc == 0 or "recorded nothing" not in said or "\n" in said:
+            self.tally.failures.append(f"resume of {job_id}, which recorded nothing: {said}")
+        self.tally.nothing_recorded += 1
 
     def _finished(self, job_id: str | None, recorded: Recorded, ledger_start: int) -> None:
         """A run exited 0: the job is complete, and the ledger shows nothing ran twice."""
