@@ -245,7 +245,8 @@ class EventLog:
     def __init__(self, path: Path, job_id: str) -> None:
         self.path = path
         self.job_id = job_id
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        _drop_torn_tail(self._fd)
 
     def emit(self, event: Event) -> None:
         event.ts = now_iso()
@@ -256,6 +257,23 @@ class EventLog:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _drop_torn_tail(fd: int) -> None:
+    """Cut off half a line left at the end (the log is not fsync'd, so a power loss can leave
+    one): the next event must start a line of its own, not weld onto the fragment."""
+    end = os.fstat(fd).st_size
+    if end == 0 or os.pread(fd, 1, end - 1) == b"\n":
+        return
+    keep = 0
+    while end > 0:
+        start = max(0, end - 65536)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            break
+        end = start
+    os.ftruncate(fd, keep)
 
 
 class TornLine(msgspec.Struct, frozen=True):

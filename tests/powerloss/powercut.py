@@ -44,6 +44,8 @@ from prodigy.journal import read_journal
 from prodigy.state import ItemStatus, JobState, replay
 from prodigy.store import CHECKPOINT_PATTERN, JobDir
 
+START_UP_SHARE = 0.2  # cuts aimed at a run's start-up; the rest at its steps
+
 WORKFLOW = """\
 name: powerloss
 mode: mapreduce
@@ -62,7 +64,9 @@ map:
         echo done ${{item_index}} ${{cap}} >> {ledger}
 reduce:
   - shell: "echo reduce 1 >> {ledger}; sleep 0.2"
-  - shell: "echo reduce 2 ${{map.successful}}/${{map.total}} >> {ledger}; sleep 0.2"
+  - shell: >-
+      echo reduce 2 ${{map.successful}}/${{map.total}} >> {ledger}; sleep 0.2;
+      echo reduce-end >> {ledger}
 """
 
 
@@ -143,6 +147,7 @@ class PowerCuts:
             "PRODIGY_INTERRUPT_GRACE": "1",
         }
         self.budget = 0.0  # seconds an uncut job takes: cuts land uniformly within it
+        self.startup = 0.0  # seconds from `cook` to its first step
         self.closed: set[str] = set()  # jobs finished, or abandoned with nothing durable
 
     # -- running prodigy --
@@ -165,7 +170,10 @@ class PowerCuts:
         """One job without a cut: how long a whole job takes here sets where cuts land."""
         self.mount.start()
         started = time.monotonic()
+        before = _line_count(self.ledger)
         proc = self._prodigy("cook", "workflow.yml", "-y")
+        self._wait_for_work(proc, before)
+        self.startup = time.monotonic() - started
         if proc.wait(timeout=120) != 0:
             raise RuntimeError(f"an uncut job failed: {self._stderr()}")
         self.budget = time.monotonic() - started
@@ -200,7 +208,12 @@ class PowerCuts:
             )
             ledger_at_start = _line_count(self.ledger)
             cut = self.tally.cuts < cuts
-            delay = self.random.uniform(0, self.budget)
+            if self.random.random() < START_UP_SHARE:
+                delay = self.random.uniform(0, self.startup)
+            else:
+                # Past start-up (imports, replay, checks), spread over the work of the run.
+                self._wait_for_work(proc, ledger_at_start)
+                delay = self.random.uniform(0, self.budget - self.startup)
             try:
                 rc = proc.wait(timeout=delay if cut else 120)
             except subprocess.TimeoutExpired:
@@ -228,20 +241,27 @@ class PowerCuts:
                 return
             command = "cook" if job_id is None else "resume"
 
+    def _wait_for_work(self, proc: subprocess.Popen[bytes], ledger_before: int) -> None:
+        """Until the run's first step writes to the ledger, or the run ends."""
+        deadline = time.monotonic() + 120
+        while _line_count(self.ledger) == ledger_before and proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("prodigy ran no step within 120 s")
+            time.sleep(0.005)
+
     def _phase(self, ledger_start: int, ledger_at_start: int) -> str:
-        """Where the job stood at the cut, as the outside world saw it."""
-        lines = _lines(self.ledger)[ledger_start:]
-        if len(lines) + ledger_start == ledger_at_start:
+        """Where the job stood at the cut, as the outside world saw it (the last step)."""
+        lines = _lines(self.ledger)
+        if len(lines) == ledger_at_start:
             return "start-up"  # nothing ran yet in this process: loading, replaying, checking
-        if not any(line == "setup" for line in lines) or not any(
-            line.startswith("start") for line in lines
-        ):
-            return "setup"
-        if not any(line.startswith("reduce 1") for line in lines):
-            return "map"
-        if not any(line.startswith("reduce 2") for line in lines):
+        last = lines[-1] if len(lines) > ledger_start else ""
+        if last == "reduce-end":
+            return "end"  # every step ran: recording the end, the final checkpoint
+        if last.startswith("reduce"):
             return "reduce"
-        return "end"
+        if last.startswith(("start", "done")):
+            return "map"
+        return "setup"
 
     # -- the checks --
 
