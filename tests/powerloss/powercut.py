@@ -201,12 +201,12 @@ class PowerCuts:
         job_id: str | None = None
         command = "cook"
         while True:
+            ledger_at_start = _line_count(self.ledger)
             proc = (
                 self._prodigy("cook", "workflow.yml", "-y")
                 if job_id is None
                 else self._prodigy("resume", job_id, "-y")
             )
-            ledger_at_start = _line_count(self.ledger)
             cut = self.tally.cuts < cuts
             if self.random.random() < START_UP_SHARE:
                 delay = self.random.uniform(0, self.startup)
