@@ -584,10 +584,11 @@ class Mount:
     def start(self) -> None:
         self.generation += 1
         seed = None if self.seed is None else self.seed + self.generation
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, str(self.backing), str(self.mountpoint), str(seed)],
-            stderr=open(self.backing.parent / "lazyfs.log", "ab"),  # noqa: SIM115
-        )
+        with open(self.backing.parent / "lazyfs.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, __file__, str(self.backing), str(self.mountpoint), str(seed)],
+                stderr=log,
+            )
         deadline = time.monotonic() + 20
         while not os.path.ismount(self.mountpoint):
             if self.process.poll() is not None:

@@ -154,14 +154,15 @@ class PowerCuts:
 
     def _prodigy(self, *args: str) -> subprocess.Popen[bytes]:
         exe = Path(sys.executable).parent / "prodigy"
-        return subprocess.Popen(
-            [str(exe), *args],
-            cwd=self.repo,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.root / "prodigy.err", "wb"),
-            start_new_session=True,
-        )
+        with open(self.root / "prodigy.err", "wb") as err:
+            return subprocess.Popen(
+                [str(exe), *args],
+                cwd=self.repo,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
 
     def _stderr(self) -> str:
         return (self.root / "prodigy.err").read_text(errors="replace").strip()
@@ -221,6 +222,7 @@ class PowerCuts:
             if rc is not None:
                 if rc != 0:
                     self.tally.failures.append(f"{command} exited {rc}: {self._stderr()}")
+                    self.closed.update(p.name for p in self._job_dirs())  # go on with a new job
                     return
                 self._finished(job_id, recorded, ledger_start)
                 return
@@ -235,7 +237,8 @@ class PowerCuts:
             if progress:
                 print(f"cut {self.tally.cuts}: {where}", file=sys.stderr)
             job_id = self._after_cut(job_id, recorded, where)
-            if job_id is not None and load_state(JobDir(self.jobs_root / job_id))[0].ended:
+            ended = None if job_id is None else load_state(JobDir(self.jobs_root / job_id))[0].ended
+            if ended == "completed":
                 # The cut came after the job's end was recorded: nothing is left to resume.
                 self._finished(job_id, recorded, ledger_start)
                 return
