@@ -73,15 +73,15 @@ def test_a_clean_unmount_keeps_everything(mount: Mount) -> None:
     assert (mount.mountpoint / "f").read_text() == "pending"
 
 
-@pytest.mark.timeout(150)  # about 20 s alone; more on a loaded machine
+@pytest.mark.timeout(150)  # about 15 s alone; more on a loaded machine
 def test_random_power_cuts_lose_nothing_and_repeat_nothing(tmp_path: Path) -> None:
     from powercut import PowerCuts
 
     cuts = PowerCuts(tmp_path, items=6, seed=11)
-    tally = cuts.run(6)
+    tally = cuts.run(4)
     report = "\n".join([tally.table(), *tally.lost, *tally.repeated, *tally.unreadable])
     assert tally.ok, report + "\n" + "\n".join(tally.failures)
-    assert tally.cuts == 6
+    assert tally.cuts == 4
     assert tally.jobs >= 1, report
 
 
