@@ -179,7 +179,7 @@ def metadata_document(
 def read_job_metadata(job: JobDir) -> JobMetadata:
     """The identity a run needs; a missing field (or one of the wrong type) is a StateError."""
     if not job.journal.exists() and (
-        not job.metadata.exists() or not read_stored_metadata(job).version
+        not job.metadata.exists() or _as_written_at_start(read_stored_metadata(job))
     ):
         # A crash or power loss between making the directory and creating the journal.
         raise StateError(
@@ -273,6 +273,11 @@ def stored_metadata(raw: dict[str, Any]) -> StoredMetadata:
         input_tokens=_int(stored_cost.get("input_tokens")),
         output_tokens=_int(stored_cost.get("output_tokens")),
     )
+
+
+def _as_written_at_start(stored: StoredMetadata) -> bool:
+    """The metadata `cook` writes before anything is recorded (running, version 0)."""
+    return stored.status == "running" and stored.version == 0
 
 
 def _int(value: object) -> int:
