@@ -74,6 +74,21 @@ def test_reading_reports_a_torn_line_instead_of_failing(tmp_path: Path) -> None:
     assert isinstance(read[1], TornLine) and read[1].line_number == 2
 
 
+def test_a_torn_last_line_is_cut_off_before_the_next_event(tmp_path: Path) -> None:
+    # A power loss can leave half an event at the end (the log is not fsync'd); the next run's
+    # first event must not weld onto it, which would damage a line in the middle of the log.
+    path = tmp_path / "events.jsonl"
+    for torn in (b'{"ts": "2026", "type": "agent_sta', b'{"type": "job_started"}\n{"ts'):
+        path.write_bytes(torn)
+        log = EventLog(path, "job-1")
+        log.emit(JobStarted(workflow="w.yml", name="w"))
+        log.close()
+        read = list(read_events(path))
+        assert not any(isinstance(event, TornLine) for event in read), read
+        assert isinstance(read[-1], dict) and read[-1]["type"] == "job_started"
+        assert len(read) == torn.count(b"\n") + 1
+
+
 def test_none_fields_are_left_out(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     log = EventLog(path, "job-1")

@@ -13,6 +13,7 @@ from prodigy.state import (
     Attempt,
     AttemptEnded,
     ItemsFrozen,
+    JobEnded,
     Outcome,
     Record,
     ReduceStepCompleted,
@@ -82,8 +83,28 @@ REDUCED = [ReduceStepCompleted(step=0, outputs={}), ReduceStepCompleted(step=1, 
 
 
 def complete(*failed: AttemptEnded) -> list[Record]:
-    """A job whose map and reduce are done: items 0 and 1 succeeded, the others as `failed`."""
-    return [*job(ended(0, 1, "succeeded"), ended(1, 1, "succeeded"), *failed), *REDUCED]
+    """A job whose map and reduce are done and whose end is recorded: items 0 and 1
+    succeeded, the others as `failed`."""
+    return [
+        *job(ended(0, 1, "succeeded"), ended(1, 1, "succeeded"), *failed),
+        *REDUCED,
+        JobEnded(status="completed"),
+    ]
+
+
+@pytest.mark.parametrize("end", [None, JobEnded(status="interrupted", reason="SIGINT")])
+def test_a_job_whose_end_was_not_recorded_is_finished(
+    workflow: Workflow, end: JobEnded | None
+) -> None:
+    # A power loss (or crash) after the last reduce step's record and before `job_ended`, or
+    # an interrupt that came after the last step: resume records the end, it does not refuse.
+    records = complete(ended(2, 1, "succeeded"), ended(3, 3, "dead"))[:-1]
+    if end is not None:
+        records.append(end)
+    finished = plan(records, workflow, ResumeRequest())
+    assert not finished.already_complete
+    assert finished.records() == []
+    assert finished.said[-1] == "Every step had run; finishing the job"
 
 
 def plan(

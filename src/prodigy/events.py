@@ -276,7 +276,8 @@ class EventLog:
         self.on_error: Callable[[StateError], None] | None = None
         self.error: StateError | None = None
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            _drop_torn_tail(self._fd)
         except OSError as exc:
             raise self._failure(exc) from None
 
@@ -336,6 +337,23 @@ def _append_line(fd: int, line: bytes) -> None:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, start)
         raise
+
+
+def _drop_torn_tail(fd: int) -> None:
+    """Cut off half a line left at the end (the log is not fsync'd, so a power loss can leave
+    one): the next event must start a line of its own, not weld onto the fragment."""
+    end = os.fstat(fd).st_size
+    if end == 0 or os.pread(fd, 1, end - 1) == b"\n":
+        return
+    keep = 0
+    while end > 0:
+        start = max(0, end - 65536)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            break
+        end = start
+    os.ftruncate(fd, keep)
 
 
 class TornLine(msgspec.Struct, frozen=True):

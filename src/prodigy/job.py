@@ -314,6 +314,15 @@ def metadata_document(
 def read_job_metadata(job: JobDir) -> JobMetadata:
     """The identity a run needs. A missing, unparsable or ill-shaped file is a StateError that
     names it and the repair; the file itself is never rewritten here."""
+    if not job.journal.exists() and (
+        not job.metadata.exists() or _as_written_at_start(read_stored_metadata(job))
+    ):
+        # A crash or power loss between making the directory and creating the journal.
+        raise StateError(
+            f"Job {job.job_id} recorded nothing before it was interrupted (its directory "
+            "has no journal), so there is nothing to resume.",
+            hint="Start it again with `prodigy cook WORKFLOW`.",
+        )
     try:
         return msgspec.convert(job.read_metadata(), JobMetadata)
     except FileNotFoundError:
@@ -411,6 +420,11 @@ def stored_metadata(raw: dict[str, Any]) -> StoredMetadata:
         input_tokens=_int(stored_cost.get("input_tokens")),
         output_tokens=_int(stored_cost.get("output_tokens")),
     )
+
+
+def _as_written_at_start(stored: StoredMetadata) -> bool:
+    """The metadata `cook` writes before anything is recorded (running, version 0)."""
+    return stored.status == "running" and stored.version == 0
 
 
 def _int(value: object) -> int:

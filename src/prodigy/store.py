@@ -241,6 +241,13 @@ def create_job_dir(repo: str) -> JobDir:
     root = jobs_root(repo)
     try:
         root.mkdir(parents=True, exist_ok=True)
+        # A new directory's name is durable only once its parent is fsync'd: without this, a
+        # power loss can take the whole job (journal and all) with it, whatever was fsync'd
+        # inside. Every level, since an earlier run may have made them without an fsync.
+        for level in (root, *root.parents):
+            fsync_dir(level)
+            if level == prodigy_home().parent:
+                break
         return _reserve_job_dir(root)
     except OSError as exc:
         raise ProdigyError(
@@ -264,6 +271,7 @@ def _reserve_job_dir(root: Path) -> JobDir:
         except FileExistsError:
             suffix += 1
             continue
+        fsync_dir(root)
         return JobDir(root / job_id)
 
 

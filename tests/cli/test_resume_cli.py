@@ -699,3 +699,17 @@ def test_a_crash_between_freezing_items_and_the_next_checkpoint_resumes_cleanly(
     again = world.run("resume-job", job_id)
     assert again.returncode == 0, again.stdout + again.stderr
     assert sorted((world.repo / "runs.log").read_text().split()) == ["item_0", "item_1", "item_2"]
+
+
+def test_a_job_interrupted_before_recording_anything_says_so(w: Env) -> None:
+    # What a power loss can leave: the job directory is durable, nothing in it is yet.
+    job = "mapreduce-20261130-000000"
+    w.job_dir(job).mkdir(parents=True)
+    for metadata in (None, {"job_id": job, "status": "running", "version": 0}):
+        if metadata is not None:
+            (w.job_dir(job) / "metadata.json").write_text(json.dumps(metadata))
+        result = w.run("resume", job, "-y")
+        assert result.returncode != 0
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert f"Job {job} recorded nothing before it was interrupted" in result.stderr
+        assert "prodigy cook WORKFLOW" in result.stderr

@@ -183,6 +183,10 @@ def plan_resume(
         f"{c.remaining} remaining{in_dlq}"
     )
     if phase(state, len(workflow.reduce)) == "done":
+        if state.ended != "completed" and not request.force:
+            # Every step ran, but the job's end was never recorded: a crash or power loss
+            # came in between (or an interrupt after the last step). Finish it.
+            return ResumePlan(said=(head, loaded, "Every step had run; finishing the job"))
         return _plan_complete_job(job_id, state, workflow, request, (head, loaded))
     return _plan_unfinished_job(state, workflow, request, (head, loaded))
 
