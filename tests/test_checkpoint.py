@@ -251,3 +251,19 @@ def test_a_checkpoint_does_not_grow_with_finished_items() -> None:
 
     # A hundred times the items: only the numbers get longer.
     assert size(20_000) - size(200) < 20
+
+
+def test_a_just_recorded_item_is_not_shown_running_and_stray_temporaries_go(
+    tmp_path: Path,
+) -> None:
+    state = replay([SetupCompleted(outputs={}), ItemsFrozen(count=2, max_attempts=1)])
+    apply_record(state, ended(0, True))
+    # Item 0's task is still in the scheduler's set for a moment after its record.
+    doc = checkpoint_document(state, INFO, str, running=frozenset({0, 1}))
+    assert doc.items is not None and doc.items.running == [1]
+    assert (doc.counts.running, doc.counts.succeeded, doc.counts.pending) == (1, 1, 0)
+    job = job_dir(tmp_path)
+    stray = job.path / ".checkpoint-v7.json.999999.1.tmp"
+    stray.write_bytes(b'{"half')
+    CheckpointWriter(job, INFO, keep=3, after_write=lambda s: None, on_error=lambda e: None)
+    assert not stray.exists()

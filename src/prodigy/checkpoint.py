@@ -312,6 +312,11 @@ def checkpoint_document(
     failures and the number of status runs, not with the items finished."""
     spent = state.spent
     frozen = state.item_count is not None
+    # An attempt whose result was just recorded is still in the scheduler's set for a moment:
+    # only an item the record has pending or retriable can be running.
+    running = frozenset(
+        i for i in running if state.status[i] in (ItemStatus.PENDING, ItemStatus.RETRIABLE)
+    )
     return CheckpointDocument(
         format=FORMAT,
         job_id=info.job_id,
@@ -455,6 +460,8 @@ class CheckpointWriter:
         self.after_write = after_write
         self.on_error = on_error
         self.item_id: ItemId = str
+        # Made by the lock's holder only, so the temporaries of a write cut short can go.
+        job.drop_stray_temporaries()
         self.running: Callable[[], Iterable[int]] = tuple
         self.spawn: Spawn = asyncio.ensure_future
         self.written_version = job.latest_version()

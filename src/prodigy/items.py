@@ -134,7 +134,8 @@ def _json_lines(path: Path, shown: str) -> Iterator[msgspec.Raw]:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError:
-                raise _not_utf8(line, f"input file {shown} line {number}") from None
+                # Said as for a file read whole: the byte's line and column in the file.
+                raise _not_utf8(path.read_bytes(), f"input file {shown}") from None
             try:
                 yield msgspec.json.decode(line, type=msgspec.Raw)
             except msgspec.DecodeError as exc:

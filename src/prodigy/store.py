@@ -130,6 +130,14 @@ class JobDir:
         self.job_id = path.name
         self.repo = path.parent.parent.parent.name
 
+    def drop_stray_temporaries(self) -> None:
+        """Remove temporary files that writes cut short by a crash left behind (`.NAME.PID.
+        THREAD.tmp`). Only for the lock's holder: nobody else writes here meanwhile."""
+        mine = f".{os.getpid()}."
+        for stray in self.path.glob(".*.tmp"):
+            if mine not in stray.name:
+                stray.unlink(missing_ok=True)
+
     @property
     def journal(self) -> Path:
         return self.path / "journal.jsonl"

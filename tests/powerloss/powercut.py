@@ -237,7 +237,7 @@ class PowerCuts:
             if progress:
                 print(f"cut {self.tally.cuts}: {where}", file=sys.stderr)
             job_id = self._after_cut(job_id, recorded, where)
-            ended = None if job_id is None else load_state(JobDir(self.jobs_root / job_id))[0].ended
+            ended = None if job_id is None else load_state(JobDir(self.jobs_root / job_id)).ended
             if ended == "completed":
                 # The cut came after the job's end was recorded: nothing is left to resume.
                 self._finished(job_id, recorded, ledger_start)
@@ -315,7 +315,8 @@ class PowerCuts:
             return None
         self.tally.unreadable.extend(f"{where}: {p}" for p in self._unreadable(job))
         try:
-            state, contents = load_state(job)
+            state = load_state(job)
+            contents = read_journal(job.journal)
         except ProdigyError as exc:
             self.tally.unreadable.append(f"{where}: {exc}")
             self.closed.add(job_id)
@@ -366,7 +367,7 @@ class PowerCuts:
             return
         self.closed.add(job_id)
         job = JobDir(self.jobs_root / job_id)
-        state, _ = load_state(job)
+        state = load_state(job)
         if state.count(ItemStatus.SUCCEEDED) != self.items or state.ended != "completed":
             self.tally.failures.append(f"{job_id} ended {state.ended} without every item")
         lines = _lines(self.ledger)
