@@ -34,6 +34,7 @@ from prodigy.state import (
     error_signature,
 )
 from prodigy.steps import StepContext, StepOutcome
+from prodigy.store import atomic_write
 from prodigy.workflow import Step, Workflow
 from prodigy.worktree import ConflictSteps, parent_branch
 
@@ -133,7 +134,9 @@ async def run_reduce(run: RunContext) -> str | None:
     items = run.open_items()
     results = map_results(run.state, items.ids)
     results_file = run.job.path / "map-results.json"
-    results_file.write_bytes(msgspec.json.encode(results))
+    # Atomically: a kill mid-write must not leave a file in the job directory that does not
+    # parse (the kill soak checks every file after every kill).
+    atomic_write(results_file, msgspec.json.encode(results))
     c = counts(run.state)
     variables = run.variables()
     variables["map"] = {

@@ -23,6 +23,7 @@ from typing import Self
 
 import msgspec
 
+from prodigy import test_pause
 from prodigy.events import (
     AgentMerged,
     EventLog,
@@ -266,6 +267,8 @@ class GitWorkspace:
                 if merged.code != 0:
                     return await self._conflict(item, result, parent, merged.out + merged.err)
                 landed = await parent.out("rev-parse", "HEAD")
+                if test_pause.ACTIVE:  # test-only: the kill soak strikes before the record
+                    test_pause.reached("merge")
             await self._remove_merged(result)
         self.events.emit(AgentMerged(item_id=item.id, attempt=result.attempt, commit=landed))
         return msgspec.structs.replace(result, merge_commit=landed)

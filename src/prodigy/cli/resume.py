@@ -172,6 +172,10 @@ def plan_resume(
         f"{c.remaining} remaining{in_dlq}"
     )
     if phase(state, len(workflow.reduce)) == "done":
+        if state.ended != "completed" and not request.force:
+            # Interrupted or killed after its last step was recorded, before its end was: all
+            # that is left is the end itself (the final merge, the `job_ended` record).
+            return ResumePlan(said=(head, loaded, "All work is recorded; finishing the job"))
         return _plan_complete_job(job_id, state, workflow, request, (head, loaded))
     return _plan_unfinished_job(state, workflow, request, (head, loaded))
 
