@@ -255,6 +255,8 @@ class GitWorkspace:
             parent = self.git.at(self._root)
             # A branch made and committed in this run cannot have landed yet.
             landed = await self._landed(item, result.attempt, branch) if recovering else None
+            if landed is None and recovering:
+                await self._undo_cut_merge(parent, branch)
             if landed is None:
                 merged = await parent.run(
                     "merge",
@@ -272,6 +274,34 @@ class GitWorkspace:
             await self._remove_merged(result)
         self.events.emit(AgentMerged(item_id=item.id, attempt=result.attempt, commit=landed))
         return msgspec.structs.replace(result, merge_commit=landed)
+
+    async def _undo_cut_merge(self, parent: Git, branch: str) -> None:
+        """A merge killed while it wrote the parent worktree leaves the branch's files there,
+        neither staged nor committed, and merging again refuses to overwrite them (found by the
+        kill soak). Each file the branch changes whose working copy is exactly the branch's (or
+        is missing where the branch deletes it) is put back as HEAD has it; nothing else is
+        touched, so files setup made or changed stay."""
+        names = await parent.out("diff", "--name-only", "-z", "--no-renames", f"HEAD...{branch}")
+        for name in filter(None, names.split("\0")):
+            path = self._root / name
+            tracked = await parent.ok("cat-file", "-e", f"HEAD:{name}")
+            theirs = await parent.run(
+                "rev-parse", "--verify", "--quiet", f"{branch}:{name}", check=False
+            )
+            if path.is_symlink() or path.is_dir():
+                continue
+            if path.exists():
+                if (
+                    theirs.code != 0
+                    or await parent.out("hash-object", "--", name) != theirs.out.strip()
+                ):
+                    continue
+                if not tracked:
+                    path.unlink()
+                    continue
+            elif theirs.code == 0 or not tracked:
+                continue
+            await parent.run("checkout", "HEAD", "--", name)
 
     async def _landed(self, item: WorkItem, attempt: int, branch: str) -> str | None:
         """The commit by which `branch` is in the parent branch, or None if it is not."""

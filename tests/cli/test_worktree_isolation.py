@@ -271,6 +271,38 @@ def test_a_kill_at_a_merge_then_resume_merges_each_item_exactly_once(repo: Env, 
     git(repo.repo, "fsck", "--no-progress")
 
 
+def test_a_merge_killed_while_writing_the_parent_worktree_is_merged_once_on_resume(
+    repo: Env,
+) -> None:
+    """Found by the kill soak: `git merge` killed after it wrote a file into the parent
+    worktree, before its index and commit, left that file untracked; merging again refused to
+    overwrite it, so the item went to the DLQ as a merge conflict."""
+    items = [{"file": f"f{n}.txt", "text": f"text {n}"} for n in range(2)]
+    write_workflow(repo, items, parallel=1, attempts=1)
+    pause = logs(repo)
+    proc = repo.popen(
+        "cook", "wf.yaml", PRODIGY_TEST_PAUSE="merge@1", PRODIGY_TEST_PAUSE_DIR=str(pause)
+    )
+    wait_for(lambda: (pause / "merge.paused").exists(), what="the first merge to pause")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    job = next(p.name for p in repo.jobs_dir().iterdir())
+    parent = repo.home / "worktrees" / repo.repo.name / job
+    # Undo the merge commit and the index, keep its files: the merge cut short mid-write.
+    git(parent, "reset", "--quiet", "--mixed", "HEAD~1")
+    written = git(parent, "status", "--porcelain").split()
+    assert written in (["??", "f0.txt"], ["??", "f1.txt"]), written
+    (parent / "notes.txt").write_text("setup made this\n")
+
+    resumed = repo.run("resume-job", job, "-y")
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert merges_by_item(repo, "HEAD") == {"item_0": 1, "item_1": 1}
+    assert run_counts(repo) == {"item_0": 1, "item_1": 1}, "no agent ran twice"
+    assert (parent / "notes.txt").read_text() == "setup made this\n"
+    git(repo.repo, "fsck", "--no-progress")
+
+
 def test_a_kill_during_an_agent_then_resume_runs_it_again_in_a_fresh_worktree(
     repo: Env,
 ) -> None:
