@@ -303,6 +303,37 @@ def test_a_merge_killed_while_writing_the_parent_worktree_is_merged_once_on_resu
     git(repo.repo, "fsck", "--no-progress")
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_during_a_merge_interrupts_the_run_and_never_fails_the_item(
+    repo: Env, signum: int
+) -> None:
+    """Found by the kill soak: git ran in prodigy's process group, so the signal a terminal
+    sends there killed a merge half-way and the item went to the DLQ as a merge conflict."""
+    items = [{"file": f"f{n}.txt", "text": f"text {n}"} for n in range(2)]
+    write_workflow(repo, items, parallel=1, attempts=1)
+    hook = repo.repo / ".git" / "hooks" / "pre-merge-commit"
+    hook.write_text(
+        "#!/bin/sh\n"
+        'if [ -e "$LOGS/hold-merge" ]; then touch "$LOGS/at-merge";\n'
+        '  while [ -e "$LOGS/hold-merge" ]; do sleep 0.02; done; fi\n'
+    )
+    hook.chmod(0o755)
+    (logs(repo) / "hold-merge").touch()
+    proc = repo.popen("cook", "wf.yaml", PRODIGY_INTERRUPT_GRACE="0.2")
+    wait_for(lambda: (logs(repo) / "at-merge").exists(), what="a merge in its hook")
+    os.killpg(proc.pid, signum)
+    (logs(repo) / "hold-merge").unlink()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signum, out + err
+    job = next(p.name for p in repo.jobs_dir().iterdir())
+
+    resumed = repo.run("resume-job", job, "-y")
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert merges_by_item(repo, "HEAD") == {"item_0": 1, "item_1": 1}
+    assert run_counts(repo) == {"item_0": 1, "item_1": 1}, "no agent ran twice"
+
+
 def test_a_kill_during_an_agent_then_resume_runs_it_again_in_a_fresh_worktree(
     repo: Env,
 ) -> None:
