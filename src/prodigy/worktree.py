@@ -39,6 +39,8 @@ from prodigy.store import prodigy_home
 from prodigy.workspace import Place, SharedWorkspace, Workspace
 
 INCLUDE_FILE = ".worktreeinclude"
+# Seconds a shared git lock file may stay before it counts as left by a dead git.
+STALE_LOCK_S = 3.0
 TRAILER_JOB = "Prodigy-Job"
 TRAILER_ITEM = "Prodigy-Item"
 TRAILER_ATTEMPT = "Prodigy-Attempt"
@@ -121,6 +123,7 @@ class GitWorkspace:
 
     async def __aenter__(self) -> Self:
         await self.git.ensure_identity()
+        await self._drop_stale_ref_locks()
         await self.git.run("worktree", "prune")
         if await self._registered(self._root):
             await self._repair(self._root)
@@ -167,6 +170,23 @@ class GitWorkspace:
     async def _lock(self, path: Path, reason: str) -> None:
         # Locked while in use, so that a user's `git worktree prune` cannot take it.
         await self.git.run("worktree", "lock", "--reason", reason, str(path), check=False)
+
+    async def _drop_stale_ref_locks(self) -> None:
+        """A git killed with the previous run (a branch deleted after its merge) can leave
+        `packed-refs.lock` behind, and every later branch change fails (found by the kill
+        soak). A live git holds it for milliseconds; one still there after STALE_LOCK_S is
+        a dead git's, and goes. Locks of this job's own refs go at once: the job's lock says
+        nobody else works on them."""
+        common = Path(await self.git.out("rev-parse", "--path-format=absolute", "--git-common-dir"))
+        for mine in (common / "refs" / "heads" / "prodigy-agents" / self.job_id).glob("**/*.lock"):
+            mine.unlink(missing_ok=True)
+        (common / "refs" / "heads" / f"{self.branch}.lock").unlink(missing_ok=True)
+        shared = common / "packed-refs.lock"
+        for _ in range(int(STALE_LOCK_S / 0.05)):
+            if not shared.exists():
+                return
+            await asyncio.sleep(0.05)
+        shared.unlink(missing_ok=True)
 
     async def _repair(self, path: Path) -> None:
         """What a crash can leave in a worktree: a merge in progress, stale lock files (every
