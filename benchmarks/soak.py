@@ -655,6 +655,7 @@ class SoakJob:
 
     def _final(self, files: FileCheck, records: list[dict[str, Any]], ledger: list[str]) -> None:
         name = self.root.name
+        assert self.job_dir is not None
         self.tally.items += self.items
         successes = Counter(recorded_successes(records))
         done = {line.split()[1] for line in ledger if line.startswith("done ")}
@@ -662,7 +663,9 @@ class SoakJob:
         if self.clean_end:
             # A run that ended by itself wrote its final checkpoint (a kill can land between
             # the `job_ended` record and that file: then only the journal tells).
-            latest = max(files.checkpoints, key=lambda d: int(d.get("version", -1)), default={})
+            # The file latest.json names: a temporary file cut short before its rename can
+            # hold the same version, taken while the last items were still running.
+            latest = json.loads((self.job_dir / "latest.json").read_bytes())
             lost += [i for i in self.ids if i not in checkpoint_successes(latest) and i not in lost]
         self.tally.lost += len(lost)
         if lost:
