@@ -14,6 +14,7 @@ from prodigy.state import (
     AttemptEnded,
     ItemsFrozen,
     JobEnded,
+    JobEndStatus,
     Outcome,
     Record,
     ReduceStepCompleted,
@@ -83,13 +84,14 @@ REDUCED = [ReduceStepCompleted(step=0, outputs={}), ReduceStepCompleted(step=1, 
 
 
 def complete(*failed: AttemptEnded) -> list[Record]:
-    """A job whose map and reduce are done and whose end is recorded: items 0 and 1
-    succeeded, the others as `failed`."""
-    return [
-        *job(ended(0, 1, "succeeded"), ended(1, 1, "succeeded"), *failed),
-        *REDUCED,
-        JobEnded(status="completed"),
-    ]
+    """A job whose map and reduce are done, and its end recorded: items 0 and 1 succeeded, the
+    others as `failed`."""
+    return [*unended(*failed), JobEnded(status="completed")]
+
+
+def unended(*failed: AttemptEnded) -> list[Record]:
+    """The same job stopped after its last reduce step was recorded, before its end was."""
+    return [*job(ended(0, 1, "succeeded"), ended(1, 1, "succeeded"), *failed), *REDUCED]
 
 
 @pytest.mark.parametrize("end", [None, JobEnded(status="interrupted", reason="SIGINT")])
@@ -164,6 +166,22 @@ def test_a_complete_job_without_failures_is_refused_or_reported_done(workflow: W
         f"Job {JOB} is complete: nothing is left to run.",
     )
     assert done.records() == []
+
+
+@pytest.mark.parametrize("end", [None, "interrupted"])
+def test_a_job_stopped_after_its_last_step_is_finished_not_refused(
+    workflow: Workflow, end: JobEndStatus | None
+) -> None:
+    records = unended(ended(2, 1, "succeeded"), ended(3, 3, "dead"))
+    if end is not None:
+        records.append(JobEnded(status=end, reason="SIGINT"))
+    finishing = plan(records, workflow, ResumeRequest())
+    assert finishing.said == (
+        f"Resuming job {JOB}",
+        "Loaded checkpoint v4: 3 completed, 0 remaining, 1 in DLQ",
+        "Every step had run; finishing the job",
+    )
+    assert finishing.records() == [] and not finishing.already_complete
 
 
 def test_force_on_a_complete_job_requeues_every_failed_item_and_reruns_reduce(

@@ -71,6 +71,11 @@ class Git:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            # Out of prodigy's process group, like every step: a terminal's Ctrl-C (or a SIGTERM
+            # to the group) reaches prodigy, which stops gracefully, and never kills a merge or
+            # a `worktree add` half-way (found by the kill soak: the item went to the DLQ as a
+            # merge conflict, or the run failed instead of being interrupted).
+            start_new_session=True,
         )
         out, err = await proc.communicate()
         result = GitResult(proc.returncode or 0, out.decode(errors="replace"), err.decode())

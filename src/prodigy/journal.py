@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 import msgspec
 
+from prodigy import test_pause
 from prodigy.errors import StateError
 from prodigy.state import Attempt, AttemptEnded, JobState, Record, fold
 from prodigy.store import fsync_dir
@@ -259,6 +260,8 @@ class Journal:
         start = os.fstat(self._fd).st_size
         try:
             view = memoryview(data)
+            if test_pause.ACTIVE:  # test-only: the kill soak strikes between two halves
+                view = view[test_pause.write_first_half(self._fd, view, "journal") :]
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]

@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from prodigy import test_pause
 from prodigy.errors import JobNotFound, ProdigyError, StateError
 
 JOB_ID_PATTERN = re.compile(r"^mapreduce-\d{8}-\d{6}(-\d+)?$")
@@ -96,6 +97,8 @@ def atomic_writer(path: Path) -> Iterator[_AtomicFile]:
     try:
         yield _AtomicFile(fd)
         os.fsync(fd)
+        if test_pause.ACTIVE and CHECKPOINT_PATTERN.match(path.name):
+            test_pause.reached("checkpoint")  # test-only: the kill soak strikes before the rename
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)

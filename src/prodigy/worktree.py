@@ -23,6 +23,7 @@ from typing import Self
 
 import msgspec
 
+from prodigy import test_pause
 from prodigy.events import (
     AgentMerged,
     EventLog,
@@ -38,6 +39,8 @@ from prodigy.store import prodigy_home
 from prodigy.workspace import Place, SharedWorkspace, Workspace
 
 INCLUDE_FILE = ".worktreeinclude"
+# Seconds a shared git lock file may stay before it counts as left by a dead git.
+STALE_LOCK_S = 3.0
 TRAILER_JOB = "Prodigy-Job"
 TRAILER_ITEM = "Prodigy-Item"
 TRAILER_ATTEMPT = "Prodigy-Attempt"
@@ -120,6 +123,7 @@ class GitWorkspace:
 
     async def __aenter__(self) -> Self:
         await self.git.ensure_identity()
+        await self._drop_stale_ref_locks()
         await self.git.run("worktree", "prune")
         if await self._registered(self._root):
             await self._repair(self._root)
@@ -166,6 +170,23 @@ class GitWorkspace:
     async def _lock(self, path: Path, reason: str) -> None:
         # Locked while in use, so that a user's `git worktree prune` cannot take it.
         await self.git.run("worktree", "lock", "--reason", reason, str(path), check=False)
+
+    async def _drop_stale_ref_locks(self) -> None:
+        """A git killed with the previous run (a branch deleted after its merge) can leave
+        `packed-refs.lock` behind, and every later branch change fails (found by the kill
+        soak). A live git holds it for milliseconds; one still there after STALE_LOCK_S is
+        a dead git's, and goes. Locks of this job's own refs go at once: the job's lock says
+        nobody else works on them."""
+        common = Path(await self.git.out("rev-parse", "--path-format=absolute", "--git-common-dir"))
+        for mine in (common / "refs" / "heads" / "prodigy-agents" / self.job_id).glob("**/*.lock"):
+            mine.unlink(missing_ok=True)
+        (common / "refs" / "heads" / f"{self.branch}.lock").unlink(missing_ok=True)
+        shared = common / "packed-refs.lock"
+        for _ in range(int(STALE_LOCK_S / 0.05)):
+            if not shared.exists():
+                return
+            await asyncio.sleep(0.05)
+        shared.unlink(missing_ok=True)
 
     async def _repair(self, path: Path) -> None:
         """What a crash can leave in a worktree: a merge in progress, stale lock files (every
@@ -254,6 +275,8 @@ class GitWorkspace:
             parent = self.git.at(self._root)
             # A branch made and committed in this run cannot have landed yet.
             landed = await self._landed(item, result.attempt, branch) if recovering else None
+            if landed is None and recovering:
+                await self._undo_cut_merge(parent, branch)
             if landed is None:
                 merged = await parent.run(
                     "merge",
@@ -266,9 +289,39 @@ class GitWorkspace:
                 if merged.code != 0:
                     return await self._conflict(item, result, parent, merged.out + merged.err)
                 landed = await parent.out("rev-parse", "HEAD")
+                if test_pause.ACTIVE:  # test-only: the kill soak strikes before the record
+                    test_pause.reached("merge")
             await self._remove_merged(result)
         self.events.emit(AgentMerged(item_id=item.id, attempt=result.attempt, commit=landed))
         return msgspec.structs.replace(result, merge_commit=landed)
+
+    async def _undo_cut_merge(self, parent: Git, branch: str) -> None:
+        """A merge killed while it wrote the parent worktree leaves the branch's files there,
+        neither staged nor committed, and merging again refuses to overwrite them (found by the
+        kill soak). Each file the branch changes whose working copy is exactly the branch's (or
+        is missing where the branch deletes it) is put back as HEAD has it; nothing else is
+        touched, so files setup made or changed stay."""
+        names = await parent.out("diff", "--name-only", "-z", "--no-renames", f"HEAD...{branch}")
+        for name in filter(None, names.split("\0")):
+            path = self._root / name
+            tracked = await parent.ok("cat-file", "-e", f"HEAD:{name}")
+            theirs = await parent.run(
+                "rev-parse", "--verify", "--quiet", f"{branch}:{name}", check=False
+            )
+            if path.is_symlink() or path.is_dir():
+                continue
+            if path.exists():
+                if (
+                    theirs.code != 0
+                    or await parent.out("hash-object", "--", name) != theirs.out.strip()
+                ):
+                    continue
+                if not tracked:
+                    path.unlink()
+                    continue
+            elif theirs.code == 0 or not tracked:
+                continue
+            await parent.run("checkout", "HEAD", "--", name)
 
     async def _landed(self, item: WorkItem, attempt: int, branch: str) -> str | None:
         """The commit by which `branch` is in the parent branch, or None if it is not."""

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 
 from conftest import Env, checkpoint_items, events, hold, ids, job_id_of, lines, the_job, wait_for
+from prodigy.journal import encode_record
+from prodigy.state import JobEnded
 
 AGENT = """\
     - shell: >-
@@ -392,6 +394,33 @@ def test_complete_job_is_refused_unless_skip_validation_or_force(w: Env) -> None
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert lines(w, "reduce.log") == ["3/3 0", "3/3 0"], "the reduce phase did not re-run"
     assert runs(w) == Counter(ids(0, 1, 2)), "--force re-ran succeeded items"
+
+
+@pytest.mark.parametrize("end", ["none", "interrupted"])
+def test_a_job_stopped_after_its_last_step_but_before_its_end_is_finished_by_resume(
+    w: Env, end: str
+) -> None:
+    """Found by the kill soak: a SIGINT (or a kill) landing after reduce's last record but
+    before `job_ended: completed` left a job that said "Resume with: ..." and a resume that
+    refused it as already complete (exit 1), so it could never be marked completed."""
+    plain_job(w, items=3, max_parallel=2)
+    cooked = w.run("cook", "wf.yml")
+    assert cooked.returncode == 0, cooked.stdout + cooked.stderr
+    job = the_job(w)
+    path = w.job_dir(job) / "journal.jsonl"
+    kept = path.read_bytes().splitlines(keepends=True)
+    assert json.loads(kept[-1])["status"] == "completed"
+    tail = [] if end == "none" else [encode_record(JobEnded(status="interrupted", reason="SIGINT"))]
+    path.write_bytes(b"".join(kept[:-1] + tail))
+
+    finished = resume(w, "resume-job", job)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "finishing the job" in finished.stdout, finished.stdout
+    assert journal(w, job)[-1]["status"] == "completed"
+    assert lines(w, "reduce.log") == ["3/3 0"], "reduce ran again"
+    assert runs(w) == Counter(ids(0, 1, 2)), "items ran again"
+    refused = resume(w, "resume-job", job)
+    assert refused.returncode == 1 and "already complete" in refused.stderr, refused.stderr
 
 
 def test_dlq_only_job_needs_force_which_retries_dlq_items_and_reruns_reduce(w: Env) -> None:

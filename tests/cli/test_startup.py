@@ -42,3 +42,21 @@ def test_reading_commands_do_not_import_the_heavy_libraries(world: Env, args: li
     assert marker, done.stdout + done.stderr
     loaded = marker[-1].removeprefix("LOADED:")
     assert loaded == "", f"`prodigy {' '.join(args)}` imported: {loaded}"
+
+
+def test_ctrl_c_during_start_up_is_an_interruption_not_an_abort(
+    world: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A SIGINT before a job's handlers exist reaches click as KeyboardInterrupt, which it
+    turns into Abort ("Aborted.", exit 1); the kill soak found it. It must exit 130."""
+    from prodigy.cli import main as cli_main
+
+    def interrupted(ctx: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("PRODIGY_HOME", str(world.home))
+    monkeypatch.setattr(cli_main.cli, "invoke", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main(["sessions", "show"])
+    assert exited.value.code == 130
+    assert "Interrupted." in capsys.readouterr().err

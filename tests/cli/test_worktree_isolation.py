@@ -273,6 +273,83 @@ def test_a_kill_at_a_merge_then_resume_merges_each_item_exactly_once(repo: Env, 
     git(repo.repo, "fsck", "--no-progress")
 
 
+def test_a_merge_killed_while_writing_the_parent_worktree_is_merged_once_on_resume(
+    repo: Env,
+) -> None:
+    """Found by the kill soak: `git merge` killed after it wrote a file into the parent
+    worktree, before its index and commit, left that file untracked; merging again refused to
+    overwrite it, so the item went to the DLQ as a merge conflict."""
+    items = [{"file": f"f{n}.txt", "text": f"text {n}"} for n in range(2)]
+    write_workflow(repo, items, parallel=1, attempts=1)
+    pause = logs(repo)
+    proc = repo.popen(
+        "cook", "wf.yaml", PRODIGY_TEST_PAUSE="merge@1", PRODIGY_TEST_PAUSE_DIR=str(pause)
+    )
+    wait_for(lambda: (pause / "merge.paused").exists(), what="the first merge to pause")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    job = next(p.name for p in repo.jobs_dir().iterdir())
+    parent = repo.home / "worktrees" / repo.repo.name / job
+    # Undo the merge commit and the index, keep its files: the merge cut short mid-write.
+    git(parent, "reset", "--quiet", "--mixed", "HEAD~1")
+    written = git(parent, "status", "--porcelain").split()
+    assert written in (["??", "f0.txt"], ["??", "f1.txt"]), written
+    (parent / "notes.txt").write_text("setup made this\n")
+
+    resumed = repo.run("resume-job", job, "-y")
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert merges_by_item(repo, "HEAD") == {"item_0": 1, "item_1": 1}
+    assert run_counts(repo) == {"item_0": 1, "item_1": 1}, "no agent ran twice"
+    assert (parent / "notes.txt").read_text() == "setup made this\n"
+    git(repo.repo, "fsck", "--no-progress")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_during_a_merge_interrupts_the_run_and_never_fails_the_item(
+    repo: Env, signum: int
+) -> None:
+    """Found by the kill soak: git ran in prodigy's process group, so the signal a terminal
+    sends there killed a merge half-way and the item went to the DLQ as a merge conflict."""
+    items = [{"file": f"f{n}.txt", "text": f"text {n}"} for n in range(2)]
+    write_workflow(repo, items, parallel=1, attempts=1)
+    hook = repo.repo / ".git" / "hooks" / "pre-merge-commit"
+    hook.write_text(
+        "#!/bin/sh\n"
+        'if [ -e "$LOGS/hold-merge" ]; then touch "$LOGS/at-merge";\n'
+        '  while [ -e "$LOGS/hold-merge" ]; do sleep 0.02; done; fi\n'
+    )
+    hook.chmod(0o755)
+    (logs(repo) / "hold-merge").touch()
+    proc = repo.popen("cook", "wf.yaml", PRODIGY_INTERRUPT_GRACE="0.2")
+    wait_for(lambda: (logs(repo) / "at-merge").exists(), what="a merge in its hook")
+    os.killpg(proc.pid, signum)
+    (logs(repo) / "hold-merge").unlink()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signum, out + err
+    job = next(p.name for p in repo.jobs_dir().iterdir())
+
+    resumed = repo.run("resume-job", job, "-y")
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert merges_by_item(repo, "HEAD") == {"item_0": 1, "item_1": 1}
+    assert run_counts(repo) == {"item_0": 1, "item_1": 1}, "no agent ran twice"
+
+
+def test_a_packed_refs_lock_a_killed_git_left_is_dropped_and_the_job_runs(repo: Env) -> None:
+    """Found by the kill soak: a git killed with prodigy while deleting a merged branch left
+    `.git/packed-refs.lock`, and every later branch change of the job failed."""
+    items = [{"file": f"f{n}.txt", "text": f"text {n}"} for n in range(2)]
+    write_workflow(repo, items, parallel=1, attempts=1)
+    (repo.repo / ".git" / "packed-refs.lock").touch()
+
+    cooked = repo.run("cook", "wf.yaml", "-y")
+
+    assert cooked.returncode == 0, cooked.stdout + cooked.stderr
+    assert merges_by_item(repo, "HEAD") == {"item_0": 1, "item_1": 1}
+    assert not (repo.repo / ".git" / "packed-refs.lock").exists()
+
+
 def test_a_kill_during_an_agent_then_resume_runs_it_again_in_a_fresh_worktree(
     repo: Env,
 ) -> None:

@@ -109,7 +109,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         warn(f"error: {exc.format_message()}")
         sys.exit(exc.exit_code)
-    except click.Abort:
+    except click.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            # Ctrl-C before a job's own handlers are installed (found by the kill soak): click
+            # turns it into Abort, but it is an interruption like any other (exit 130).
+            warn("Interrupted.")
+            sys.exit(EXIT_SIGINT)
         warn("Aborted.")
         sys.exit(EXIT_FAILURE)
     except ProdigyError as exc:
