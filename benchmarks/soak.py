@@ -222,16 +222,23 @@ def journal_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def recorded_successes(records: list[dict[str, Any]]) -> list[int]:
+    # A plain success is journaled in its short form, `{"type": "succeeded", ...}`.
     return [
         r["index"]
         for r in records
-        if r.get("type") == "attempt_ended" and r.get("outcome") == "succeeded"
+        if r.get("type") == "succeeded"
+        or (r.get("type") == "attempt_ended" and r.get("outcome") == "succeeded")
     ]
 
 
-def checkpoint_successes(document: Any) -> set[str]:
-    """Item ids a checkpoint document records as succeeded (the one place that knows its shape)."""
+def checkpoint_successes(document: Any, ids: list[str]) -> set[str]:
+    """Item ids a checkpoint document records as succeeded (the one place that knows its
+    shapes: `prodigy-checkpoint/2` lists index ranges per status, /1 listed every item)."""
     items = document.get("items") if isinstance(document, dict) else None
+    if items is None and isinstance(document, dict) and "items" in document:
+        return set()  # the items were not frozen yet
+    if isinstance(items, dict) and isinstance(items.get("succeeded"), list):
+        return {ids[i] for first, last in items["succeeded"] for i in range(first, last + 1)}
     if not isinstance(items, list):
         raise ValueError("no `items` list: the soak does not know this checkpoint format")
     return {i["id"] for i in items if isinstance(i, dict) and i.get("status") == "succeeded"}
@@ -612,7 +619,7 @@ class SoakJob:
         seen = {self.ids[i] for i in recorded_successes(records)}
         for document in files.checkpoints:
             try:
-                seen |= checkpoint_successes(document)
+                seen |= checkpoint_successes(document, self.ids)
             except ValueError as exc:
                 self.tally.violate(f"{name}: {exc}")
         for item in seen:
@@ -666,7 +673,11 @@ class SoakJob:
             # The file latest.json names: a temporary file cut short before its rename can
             # hold the same version, taken while the last items were still running.
             latest = json.loads((self.job_dir / "latest.json").read_bytes())
-            lost += [i for i in self.ids if i not in checkpoint_successes(latest) and i not in lost]
+            lost += [
+                i
+                for i in self.ids
+                if i not in checkpoint_successes(latest, self.ids) and i not in lost
+            ]
         self.tally.lost += len(lost)
         if lost:
             self.tally.violate(f"{name}: {len(lost)} items not succeeded exactly once: {lost[:5]}")

@@ -62,7 +62,10 @@ def test_mask_data_masks_keys_and_values_and_found_in_sees_json_escapes() -> Non
     assert not masker.found_in('{"a": "password"}')
 
 
-secret_text = st.text(alphabet=st.characters(blacklist_characters="*"), min_size=MIN_SECRET_CHARS)
+secret_text = st.text(
+    alphabet=st.characters(blacklist_characters="*", blacklist_categories=("Cs",)),
+    min_size=MIN_SECRET_CHARS,
+)  # lone surrogates cannot be printed by a process (they are not UTF-8)
 
 
 @given(st.lists(secret_text, min_size=1, max_size=3), st.lists(st.text(), max_size=6))

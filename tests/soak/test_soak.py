@@ -95,6 +95,8 @@ def test_a_start_after_a_recorded_success_is_counted_as_repeated_work(tmp_path: 
 def test_checkpoint_successes_refuses_a_format_it_does_not_know() -> None:
     soak = soak_module()
     doc = {"items": [{"id": "a", "status": "succeeded"}, {"id": "b", "status": "pending"}]}
-    assert soak.checkpoint_successes(doc) == {"a"}
+    assert soak.checkpoint_successes(doc, ["a", "b"]) == {"a"}
+    compact = {"items": {"succeeded": [[0, 0], [2, 3]], "pending": [[1, 1]]}}
+    assert soak.checkpoint_successes(compact, ["a", "b", "c", "d"]) == {"a", "c", "d"}
     with pytest.raises(ValueError, match="does not know this checkpoint format"):
-        soak.checkpoint_successes({"status": [2, 0]})
+        soak.checkpoint_successes({"status": [2, 0]}, ["a"])
