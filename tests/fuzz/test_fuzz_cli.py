@@ -322,6 +322,8 @@ def argv_for(home: Home, argv: list[str]) -> list[str]:
 # Found by fuzzing: socket's UnicodeError for a host name IDNA cannot encode.
 @example(argv=["resume", "--executor", "dask://..:1"])
 @example(argv=["cook", "ok.yaml", "--executor", "dask://" + "a" * 64 + ":1"])
+# Found by fuzzing: a --tail bigger than a deque can hold was an OverflowError.
+@example(argv=["events", "show", "@job0", "--tail", "99999999999999999999"])
 def test_any_arguments_exit_cleanly(home: Home, argv: list[str]) -> None:
     real = argv_for(home, argv)
     code, err = run_cli(home, real)
