@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -124,6 +125,7 @@ class GitWorkspace:
     async def __aenter__(self) -> Self:
         await self.git.ensure_identity()
         await self._drop_stale_ref_locks()
+        await self._drop_broken_registrations()
         await self.git.run("worktree", "prune")
         if await self._registered(self._root):
             await self._repair(self._root)
@@ -187,6 +189,32 @@ class GitWorkspace:
                 return
             await asyncio.sleep(0.05)
         shared.unlink(missing_ok=True)
+
+    async def _drop_broken_registrations(self) -> None:
+        """A `git worktree add` killed half way leaves `.git/worktrees/<name>` without its
+        `gitdir`, `commondir` or `HEAD` (or with one still empty), and every later `git
+        worktree list` fails ("failed to read .../commondir"; found by the kill soak). Such an
+        entry of this job (its `locked` file, written first, names the job) goes, with its
+        directory: the attempt was never recorded and runs again. One with no `locked` file
+        yet goes once it is STALE_LOCK_S old (a live `worktree add` writes it within
+        milliseconds)."""
+        common = Path(await self.git.out("rev-parse", "--path-format=absolute", "--git-common-dir"))
+        admin = common / "worktrees"
+        if not admin.is_dir():
+            return
+        for entry in admin.iterdir():
+            if all(_has_content(entry / name) for name in ("gitdir", "commondir", "HEAD")):
+                continue
+            locked = entry / "locked"
+            try:
+                reason = locked.read_text(errors="replace")
+            except OSError:
+                reason = None
+            if reason is not None and f"prodigy job {self.job_id}" not in reason:
+                continue  # another job's, or the user's: not ours to touch
+            if reason is None and time.time() - entry.stat().st_mtime < STALE_LOCK_S:
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
 
     async def _repair(self, path: Path) -> None:
         """What a crash can leave in a worktree: a merge in progress, stale lock files (every
@@ -443,3 +471,10 @@ __all__ = [
     "parent_branch",
     "parent_path",
 ]
+
+
+def _has_content(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False

@@ -350,6 +350,36 @@ def test_a_packed_refs_lock_a_killed_git_left_is_dropped_and_the_job_runs(repo: 
     assert not (repo.repo / ".git" / "packed-refs.lock").exists()
 
 
+def test_a_worktree_add_killed_half_way_is_dropped_and_the_job_resumes(repo: Env) -> None:
+    """Found by the kill soak: a SIGKILL inside `git worktree add` left an entry under
+    `.git/worktrees` without its `commondir`, and every later `git worktree list` (so every
+    resume) failed. The job's own broken entry goes; another's is left alone."""
+    items = [{"file": f"f{n}.txt", "text": f"text {n}"} for n in range(2)]
+    write_workflow(repo, items, parallel=1)
+    (logs(repo) / "hold-item_1").touch()
+    proc = repo.popen("cook", "wf.yaml", "-y")
+    wait_for(lambda: run_counts(repo)["item_0"] == 1, what="item_0 to finish")
+    wait_for(lambda: "item_1" in ((logs(repo) / "started.log").read_text()), what="item_1")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    (logs(repo) / "hold-item_1").unlink()
+    job = next(p.name for p in repo.jobs_dir().iterdir())
+    admin = repo.repo / ".git" / "worktrees"
+    ours = admin / "item_1-a9"
+    ours.mkdir(parents=True)
+    # What `worktree add --lock` writes first, then the files a kill left empty or unwritten.
+    (ours / "locked").write_text(f"prodigy job {job}, item item_1")
+    (ours / "gitdir").write_text(f"{repo.home}/worktrees/{ours.name}/.git\n")
+    (ours / "commondir").touch()
+    assert subprocess.run(["git", "worktree", "list"], cwd=repo.repo).returncode != 0
+
+    resumed = repo.run("resume-job", job, "-y")
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert merges_by_item(repo, "HEAD") == {"item_0": 1, "item_1": 1}
+    assert not ours.exists()
+
+
 def test_a_kill_during_an_agent_then_resume_runs_it_again_in_a_fresh_worktree(
     repo: Env,
 ) -> None:
