@@ -280,6 +280,11 @@ class GitWorkspace:
             removed = await self.git.run("worktree", "remove", "-f", "-f", str(path), check=False)
             if removed.code != 0:  # not a worktree git knows
                 shutil.rmtree(path)
+        else:
+            # Registered, locked, and gone (a kill between git's bookkeeping and the checkout,
+            # found by the kill soak): `worktree add` refuses the path until it is pruned.
+            await self.git.run("worktree", "unlock", str(path), check=False)
+            await self.git.run("worktree", "prune", check=False)
         if not await self.git.ok("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"):
             return
         if await self.git.ok("merge-base", "--is-ancestor", branch, self.branch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from collections import Counter
@@ -378,6 +379,30 @@ def test_a_worktree_add_killed_half_way_is_dropped_and_the_job_resumes(repo: Env
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert merges_by_item(repo, "HEAD") == {"item_0": 1, "item_1": 1}
     assert not ours.exists()
+
+
+def test_a_registered_worktree_whose_directory_is_gone_is_pruned_and_run_again(
+    repo: Env,
+) -> None:
+    """Found by the kill soak: killed between `worktree add`'s bookkeeping and its checkout,
+    the attempt's path stayed registered and locked, and `worktree add` refused it forever."""
+    items = [{"file": f"f{n}.txt", "text": f"text {n}"} for n in range(2)]
+    write_workflow(repo, items, parallel=1)
+    (logs(repo) / "hold-item_1").touch()
+    proc = repo.popen("cook", "wf.yaml", "-y")
+    wait_for(lambda: run_counts(repo)["item_0"] == 1, what="item_0 to finish")
+    wait_for(lambda: "item_1" in ((logs(repo) / "started.log").read_text()), what="item_1")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    (logs(repo) / "hold-item_1").unlink()
+    job = next(p.name for p in repo.jobs_dir().iterdir())
+    attempt = next(repo.home.glob(f"worktrees/*/{job}.agents/item_1-a1"))
+    shutil.rmtree(attempt)  # still registered, and locked
+
+    resumed = repo.run("resume-job", job, "-y")
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert merges_by_item(repo, "HEAD") == {"item_0": 1, "item_1": 1}
 
 
 def test_a_kill_during_an_agent_then_resume_runs_it_again_in_a_fresh_worktree(
