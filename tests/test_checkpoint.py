@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
+from array import array
 from pathlib import Path
 
 import msgspec
@@ -21,6 +22,8 @@ from prodigy.checkpoint import (
     read_checkpoint,
     restore_state,
     snapshot,
+    status_ranges,
+    value_runs,
 )
 from prodigy.errors import StateError
 from prodigy.state import (
@@ -267,3 +270,19 @@ def test_a_just_recorded_item_is_not_shown_running_and_stray_temporaries_go(
     stray.write_bytes(b'{"half')
     CheckpointWriter(job, INFO, keep=3, after_write=lambda s: None, on_error=lambda e: None)
     assert not stray.exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, 2, 70_000, 2**32 - 1]), max_size=300))
+def test_value_runs_are_the_run_length_encoding(values: list[int]) -> None:
+    naive: list[tuple[int, int]] = []
+    for value in values:
+        if naive and naive[-1][0] == value:
+            naive[-1] = (value, naive[-1][1] + 1)
+        else:
+            naive.append((value, 1))
+    assert value_runs(array("I", values)) == naive
+    statuses = bytearray(v % 6 for v in values if v % 6 != 1)
+    ranges = status_ranges(statuses)
+    listed = sorted((first, last, s) for s, found in ranges.items() for first, last in found)
+    assert [s for first, last, s in listed for _ in range(first, last + 1)] == list(statuses)

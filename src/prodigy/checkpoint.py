@@ -9,7 +9,6 @@ completions arrive faster than files can be written.
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 import time
 from array import array
@@ -239,25 +238,55 @@ def _item_counts(state: JobState, running: frozenset[int]) -> ItemCounts:
     )
 
 
-_SAME_BYTE = re.compile(rb"(.)\1*", re.DOTALL)
+def _runs(data: bytes | bytearray, size: int) -> list[tuple[bytes, int]]:
+    """Runs of equal `size`-byte values in `data`: `(value, count)` in order.
+
+    A segment is one run when counting its first value finds the whole segment (a C-speed
+    scan, nothing allocated; non-overlapping occurrences tile it only if it is uniform);
+    otherwise it is halved. A job's statuses and counts come in long runs, so this costs a
+    few scans of the array, however many items it holds (a regular expression with a
+    backreference kept a backtracking entry per item: 100 MB at a million).
+    """
+    runs: list[tuple[bytes, int]] = []
+
+    def add(value: bytes, count: int) -> None:
+        if runs and runs[-1][0] == value:
+            runs[-1] = (value, runs[-1][1] + count)
+        else:
+            runs.append((value, count))
+
+    def scan(lo: int, hi: int) -> None:
+        first = bytes(data[lo * size : (lo + 1) * size])
+        if data.count(first, lo * size, hi * size) == hi - lo:
+            add(first, hi - lo)
+        elif hi - lo <= 32:
+            for i in range(lo, hi):
+                add(bytes(data[i * size : (i + 1) * size]), 1)
+        else:
+            mid = (lo + hi) // 2
+            scan(lo, mid)
+            scan(mid, hi)
+
+    if data:
+        scan(0, len(data) // size)
+    return runs
 
 
 def status_ranges(status: bytearray) -> dict[ItemStatus, list[Range]]:
-    """Index ranges per status, found at C speed (a job's statuses come in long runs)."""
+    """Index ranges per status (a job's statuses come in long runs)."""
     ranges: dict[ItemStatus, list[Range]] = {s: [] for s in ItemStatus}
-    for run in _SAME_BYTE.finditer(status):
-        ranges[ItemStatus(status[run.start()])].append((run.start(), run.end() - 1))
+    start = 0
+    for value, count in _runs(status, 1):
+        ranges[ItemStatus(value[0])].append((start, start + count - 1))
+        start += count
     return ranges
 
 
 def value_runs(values: array[int]) -> list[Run]:
     """`[value, count]` pairs, in order: run-length encoding at C speed."""
-    size = values.itemsize
-    same = re.compile(b"(.{%d})\\1*" % size, re.DOTALL)
-    data = values.tobytes()
     return [
-        (int.from_bytes(m.group(1), sys.byteorder), (m.end() - m.start()) // size)
-        for m in same.finditer(data)
+        (int.from_bytes(value, sys.byteorder), count)
+        for value, count in _runs(values.tobytes(), values.itemsize)
     ]
 
 
