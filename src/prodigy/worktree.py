@@ -330,31 +330,19 @@ class GitWorkspace:
 
     async def _undo_cut_merge(self, parent: Git, branch: str) -> None:
         """A merge killed while it wrote the parent worktree leaves the branch's files there,
-        neither staged nor committed, and merging again refuses to overwrite them (found by the
-        kill soak). Each file the branch changes whose working copy is exactly the branch's (or
-        is missing where the branch deletes it) is put back as HEAD has it; nothing else is
-        touched, so files setup made or changed stay."""
+        whole or half written, neither staged nor committed, and merging again refuses to
+        overwrite them (found by the kill soak). Each file the branch changes is put back as
+        HEAD has it (removed, if HEAD has none): those are the files the cut-short merge of
+        this very branch wrote. Files the branch does not touch (setup's) stay."""
         names = await parent.out("diff", "--name-only", "-z", "--no-renames", f"HEAD...{branch}")
         for name in filter(None, names.split("\0")):
             path = self._root / name
-            tracked = await parent.ok("cat-file", "-e", f"HEAD:{name}")
-            theirs = await parent.run(
-                "rev-parse", "--verify", "--quiet", f"{branch}:{name}", check=False
-            )
-            if path.is_symlink() or path.is_dir():
+            if path.is_dir() and not path.is_symlink():
                 continue
-            if path.exists():
-                if (
-                    theirs.code != 0
-                    or await parent.out("hash-object", "--", name) != theirs.out.strip()
-                ):
-                    continue
-                if not tracked:
-                    path.unlink()
-                    continue
-            elif theirs.code == 0 or not tracked:
-                continue
-            await parent.run("checkout", "HEAD", "--", name)
+            if await parent.ok("cat-file", "-e", f"HEAD:{name}"):
+                await parent.run("checkout", "HEAD", "--", name)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
 
     async def _landed(self, item: WorkItem, attempt: int, branch: str) -> str | None:
         """The commit by which `branch` is in the parent branch, or None if it is not."""

@@ -274,8 +274,9 @@ def test_a_kill_at_a_merge_then_resume_merges_each_item_exactly_once(repo: Env, 
     git(repo.repo, "fsck", "--no-progress")
 
 
+@pytest.mark.parametrize("torn", [False, True])
 def test_a_merge_killed_while_writing_the_parent_worktree_is_merged_once_on_resume(
-    repo: Env,
+    repo: Env, torn: bool
 ) -> None:
     """Found by the kill soak: `git merge` killed after it wrote a file into the parent
     worktree, before its index and commit, left that file untracked; merging again refused to
@@ -295,6 +296,8 @@ def test_a_merge_killed_while_writing_the_parent_worktree_is_merged_once_on_resu
     git(parent, "reset", "--quiet", "--mixed", "HEAD~1")
     written = git(parent, "status", "--porcelain").split()
     assert written in (["??", "f0.txt"], ["??", "f1.txt"]), written
+    if torn:  # killed half way through writing the file (found by the worktree soak)
+        (parent / written[1]).write_text("tex")
     (parent / "notes.txt").write_text("setup made this\n")
 
     resumed = repo.run("resume-job", job, "-y")
