@@ -175,20 +175,23 @@ class GitWorkspace:
 
     async def _drop_stale_ref_locks(self) -> None:
         """A git killed with the previous run (a branch deleted after its merge) can leave
-        `packed-refs.lock` behind, and every later branch change fails (found by the kill
-        soak). A live git holds it for milliseconds; one still there after STALE_LOCK_S is
-        a dead git's, and goes. Locks of this job's own refs go at once: the job's lock says
-        nobody else works on them."""
+        `packed-refs.lock` (or `config.lock`) behind, and every later branch change fails
+        (found by the kill soak). A live git holds it for milliseconds; one still there after
+        STALE_LOCK_S is a dead git's, and goes. Locks of this job's own refs go at once: the
+        job's lock says nobody else works on them."""
         common = Path(await self.git.out("rev-parse", "--path-format=absolute", "--git-common-dir"))
         for mine in (common / "refs" / "heads" / "prodigy-agents" / self.job_id).glob("**/*.lock"):
             mine.unlink(missing_ok=True)
         (common / "refs" / "heads" / f"{self.branch}.lock").unlink(missing_ok=True)
-        shared = common / "packed-refs.lock"
+        # Shared by every git of the repository: `config.lock` too, left by a `branch -m`
+        # killed half way ("update of config-file failed"; found by the worktree soak).
+        shared = [common / "packed-refs.lock", common / "config.lock"]
         for _ in range(int(STALE_LOCK_S / 0.05)):
-            if not shared.exists():
+            if not any(lock.exists() for lock in shared):
                 return
             await asyncio.sleep(0.05)
-        shared.unlink(missing_ok=True)
+        for lock in shared:
+            lock.unlink(missing_ok=True)
 
     async def _drop_broken_registrations(self) -> None:
         """A `git worktree add` killed half way leaves `.git/worktrees/<name>` without its

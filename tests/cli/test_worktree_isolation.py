@@ -340,18 +340,21 @@ def test_ctrl_c_or_sigterm_during_a_merge_interrupts_the_run_and_never_fails_the
     assert run_counts(repo) == {"item_0": 1, "item_1": 1}, "no agent ran twice"
 
 
-def test_a_packed_refs_lock_a_killed_git_left_is_dropped_and_the_job_runs(repo: Env) -> None:
+@pytest.mark.parametrize("lock", ["packed-refs.lock", "config.lock"])
+def test_a_packed_refs_lock_a_killed_git_left_is_dropped_and_the_job_runs(
+    repo: Env, lock: str
+) -> None:
     """Found by the kill soak: a git killed with prodigy while deleting a merged branch left
     `.git/packed-refs.lock`, and every later branch change of the job failed."""
     items = [{"file": f"f{n}.txt", "text": f"text {n}"} for n in range(2)]
     write_workflow(repo, items, parallel=1, attempts=1)
-    (repo.repo / ".git" / "packed-refs.lock").touch()
+    (repo.repo / ".git" / lock).touch()
 
     cooked = repo.run("cook", "wf.yaml", "-y")
 
     assert cooked.returncode == 0, cooked.stdout + cooked.stderr
     assert merges_by_item(repo, "HEAD") == {"item_0": 1, "item_1": 1}
-    assert not (repo.repo / ".git" / "packed-refs.lock").exists()
+    assert not (repo.repo / ".git" / lock).exists()
 
 
 def test_a_worktree_add_killed_half_way_is_dropped_and_the_job_resumes(repo: Env) -> None:
