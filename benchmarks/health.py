@@ -89,7 +89,8 @@ def items_done(job_dir: Path | None) -> int:
         data = (job_dir / "journal.jsonl").read_bytes()
     except FileNotFoundError:
         return 0
-    return data.count(b'"type":"attempt_ended"')
+    # A plain success is journaled in its short form, `{"type":"succeeded",...}`.
+    return data.count(b'"type":"attempt_ended"') + data.count(b'"type":"succeeded"')
 
 
 def find_job_dir(home: Path) -> Path | None:
