@@ -357,12 +357,11 @@ def test_a_packed_refs_lock_a_killed_git_left_is_dropped_and_the_job_runs(
     assert not (repo.repo / ".git" / lock).exists()
 
 
-def test_a_worktree_add_killed_half_way_is_dropped_and_the_job_resumes(repo: Env) -> None:
-    """Found by the kill soak: a SIGKILL inside `git worktree add` left an entry under
-    `.git/worktrees` without its `commondir`, and every later `git worktree list` (so every
-    resume) failed. The job's own broken entry goes; another's is left alone."""
+def killed_while_item_1_runs(repo: Env, parallel: int) -> str:
+    """A two-item job SIGKILLed (its whole process group) once item_0 is done and item_1's
+    agent runs; item_1 is released for the resume. The job's id."""
     items = [{"file": f"f{n}.txt", "text": f"text {n}"} for n in range(2)]
-    write_workflow(repo, items, parallel=1)
+    write_workflow(repo, items, parallel=parallel)
     (logs(repo) / "hold-item_1").touch()
     proc = repo.popen("cook", "wf.yaml", "-y")
     wait_for(lambda: run_counts(repo)["item_0"] == 1, what="item_0 to finish")
@@ -370,7 +369,14 @@ def test_a_worktree_add_killed_half_way_is_dropped_and_the_job_resumes(repo: Env
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     (logs(repo) / "hold-item_1").unlink()
-    job = next(p.name for p in repo.jobs_dir().iterdir())
+    return next(p.name for p in repo.jobs_dir().iterdir())
+
+
+def test_a_worktree_add_killed_half_way_is_dropped_and_the_job_resumes(repo: Env) -> None:
+    """Found by the kill soak: a SIGKILL inside `git worktree add` left an entry under
+    `.git/worktrees` without its `commondir`, and every later `git worktree list` (so every
+    resume) failed. The job's own broken entry goes."""
+    job = killed_while_item_1_runs(repo, parallel=1)
     admin = repo.repo / ".git" / "worktrees"
     ours = admin / "item_1-a9"
     ours.mkdir(parents=True)
@@ -392,16 +398,7 @@ def test_a_registered_worktree_whose_directory_is_gone_is_pruned_and_run_again(
 ) -> None:
     """Found by the kill soak: killed between `worktree add`'s bookkeeping and its checkout,
     the attempt's path stayed registered and locked, and `worktree add` refused it forever."""
-    items = [{"file": f"f{n}.txt", "text": f"text {n}"} for n in range(2)]
-    write_workflow(repo, items, parallel=1)
-    (logs(repo) / "hold-item_1").touch()
-    proc = repo.popen("cook", "wf.yaml", "-y")
-    wait_for(lambda: run_counts(repo)["item_0"] == 1, what="item_0 to finish")
-    wait_for(lambda: "item_1" in ((logs(repo) / "started.log").read_text()), what="item_1")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
-    (logs(repo) / "hold-item_1").unlink()
-    job = next(p.name for p in repo.jobs_dir().iterdir())
+    job = killed_while_item_1_runs(repo, parallel=1)
     attempt = next(repo.home.glob(f"worktrees/*/{job}.agents/item_1-a1"))
     shutil.rmtree(attempt)  # still registered, and locked
 
@@ -414,16 +411,7 @@ def test_a_registered_worktree_whose_directory_is_gone_is_pruned_and_run_again(
 def test_a_kill_during_an_agent_then_resume_runs_it_again_in_a_fresh_worktree(
     repo: Env,
 ) -> None:
-    items = [{"file": f"f{n}.txt", "text": f"text {n}"} for n in range(2)]
-    write_workflow(repo, items, parallel=2)
-    (logs(repo) / "hold-item_1").touch()
-    proc = repo.popen("cook", "wf.yaml", "-y")
-    wait_for(lambda: run_counts(repo)["item_0"] == 1, what="item_0 to finish")
-    wait_for(lambda: "item_1" in ((logs(repo) / "started.log").read_text()), what="item_1")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
-    (logs(repo) / "hold-item_1").unlink()
-    job = next(p.name for p in repo.jobs_dir().iterdir())
+    job = killed_while_item_1_runs(repo, parallel=2)
 
     resumed = repo.run("resume-job", job, "-y")
 
