@@ -14,7 +14,10 @@ prints a Markdown table with the figure, its target and whether it is met:
   resume      a job killed (SIGKILL of its process group) once half its items are done, at
               100,000 and 1,000,000 items: the time from starting `prodigy resume-job` to its
               first new agent (the agent touches a file when a marker exists; the script waits
-              for it to appear).
+              for it to appear). The resume runs to the end, and every agent logs its item and
+              its coordinator's pid: no item may be lost, none the journal had recorded as
+              finished may run again, and only those in flight at the kill (at most --parallel)
+              run twice.
   memory      the coordinator's peak RSS (VmHWM of the prodigy process itself, polled from
               /proc/PID/status) over a whole run, and over a resume from half way to its end,
               at 10,000, 100,000 and 1,000,000 items.
@@ -46,6 +49,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prodigy.journal import replay_journal
+from prodigy.state import ItemStatus
+
 SECTIONS = ("throughput", "scaling", "resume", "memory", "size")
 
 # Once `resumed` exists (after the kill), each agent appends its parent's pid (the
@@ -63,7 +69,9 @@ map:
     - shell: "{command}"
 """
 TRIVIAL = "true"
-MARKED = "[ -e resumed ] && echo $PPID >> first-agent; true"
+# The resume section also logs which coordinator ran which item (`ran`: "PID N" lines), to check
+# that every item ran and none recorded as finished before the kill ran again.
+MARKED = "[ -e resumed ] && echo $PPID >> first-agent; echo $PPID $PRODIGY_ITEM_N >> ran"
 
 BARE_LOOP = """
 import asyncio, shutil, sys, time
@@ -232,6 +240,56 @@ class ResumeRun:
     run_peak_rss_kb: int  # of the first run, killed at half way
     resume_peak_rss_kb: int
     resume_seconds: float
+    audit: Audit
+
+
+@dataclass
+class Audit:
+    """Every item once: what the agents' own log (`ran`) says against the journal."""
+
+    items: int
+    finished_at_kill: int  # items the journal had recorded as succeeded when the run was killed
+    never_ran: int  # items no agent ran (lost)
+    finished_then_rerun: int  # recorded as succeeded before the kill, run again by the resume
+    rerun_unfinished: int  # in flight at the kill (not recorded), run again: expected, ≤ parallel
+    ran_twice_in_resume: int
+    all_succeeded: bool  # the journal at the end says every item succeeded
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.never_ran == self.finished_then_rerun == self.ran_twice_in_resume == 0
+            and self.all_succeeded
+        )
+
+
+def succeeded_items(job: Path) -> set[int]:
+    state = replay_journal(job / "journal.jsonl", compact=True)
+    return {i for i, status in enumerate(state.status) if status == ItemStatus.SUCCEEDED}
+
+
+def audit(space: Workspace, job: Path, first_pid: int, resumed_pid: int, done: set[int]) -> Audit:
+    by_first: set[int] = set()
+    by_resume: set[int] = set()
+    twice = 0
+    with (space.repo / "ran").open() as f:
+        for line in f:
+            pid, n = (int(word) for word in line.split())
+            if pid == resumed_pid:
+                twice += n in by_resume
+                by_resume.add(n)
+            elif pid == first_pid:
+                by_first.add(n)
+    final = succeeded_items(job)
+    return Audit(
+        items=space.items,
+        finished_at_kill=len(done),
+        never_ran=space.items - len(by_first | by_resume),
+        finished_then_rerun=len(done & by_resume),
+        rerun_unfinished=len((by_first - done) & by_resume),
+        ran_twice_in_resume=twice,
+        all_succeeded=len(final) == space.items,
+    )
 
 
 def kill_half_way_then_resume(space: Workspace, timeout: float) -> ResumeRun:
@@ -259,6 +317,7 @@ def kill_half_way_then_resume(space: Workspace, timeout: float) -> ResumeRun:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     run_peak = rss.stop()
+    done = succeeded_items(job[0])
     (space.repo / "resumed").touch()
     marker = space.repo / "first-agent"
     started = time.perf_counter()
@@ -287,7 +346,9 @@ def kill_half_way_then_resume(space: Workspace, timeout: float) -> ResumeRun:
     peak = resume_rss.stop()
     if code != 0:
         raise RuntimeError(f"resume-job exited with code {code}")
-    return ResumeRun(latency, run_peak, peak, resume_seconds)
+    return ResumeRun(
+        latency, run_peak, peak, resume_seconds, audit(space, job[0], proc.pid, resumed.pid, done)
+    )
 
 
 def job_bytes(job: Path) -> dict[str, int]:
@@ -412,7 +473,7 @@ class Bench:
         )
 
     def resume(self) -> None:
-        rows = []
+        rows, audits = [], []
         targets = {100_000: 1.0, 1_000_000: 3.0}
         for items in self.args.resume:
             space = make_workspace(self.tmp, items, MARKED, self.args.parallel)
@@ -428,11 +489,40 @@ class Bench:
                     verdict(run.latency_s < target),
                 ]
             )
+            a = run.audit
+            audits.append(
+                [
+                    f"{items:,}",
+                    f"{a.finished_at_kill:,}",
+                    f"{run.resume_seconds:.0f} s",
+                    f"{a.never_ran}",
+                    f"{a.finished_then_rerun}",
+                    f"{a.ran_twice_in_resume}",
+                    f"{a.rerun_unfinished}",
+                    "yes" if a.all_succeeded else "**no**",
+                    verdict(a.ok),
+                ]
+            )
             shutil.rmtree(space.root, ignore_errors=True)
         self.report.table(
             "Resume latency: `resume-job` start → first new agent, killed at 50%",
             ["items", "latency", "target", "met"],
             rows,
+        )
+        self.report.table(
+            "Every item once: the agents' own log against the journal, killed at 50%",
+            [
+                "items",
+                "succeeded at the kill",
+                "resume to the end",
+                "never ran",
+                "finished, then run again",
+                "run twice by the resume",
+                "in flight at the kill, run again",
+                "journal: all succeeded",
+                "every item once",
+            ],
+            audits,
         )
 
     def memory(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import shutil
 from array import array
 from pathlib import Path
@@ -18,10 +17,11 @@ from prodigy.checkpoint import (
     CheckpointWriter,
     JobInfo,
     checkpoint_document,
+    document_of,
     encode_checkpoint,
+    freeze,
     read_checkpoint,
     restore_state,
-    snapshot,
     status_ranges,
     value_runs,
 )
@@ -209,15 +209,21 @@ def test_a_background_write_that_fails_is_reported_not_lost(tmp_path: Path) -> N
         writer.write_now(state)
 
 
-def test_a_snapshot_copies_every_field_of_the_state() -> None:
-    # A field added to JobState and forgotten here would silently vanish from checkpoints.
-    state = replay(
-        [SetupCompleted(outputs={"k": "v"}), ItemsFrozen(count=2, max_attempts=2), ended(0, True)]
-    )
-    copy = snapshot(state)
-    for f in dataclasses.fields(JobState):
-        assert getattr(copy, f.name) == getattr(state, f.name), f.name
-    assert copy.status is not state.status and copy.merging is not state.merging
+@settings(max_examples=100, deadline=None)
+@given(st.lists(record_strategy, max_size=40), st.data())
+def test_a_frozen_state_is_not_changed_by_what_the_engine_records_after(
+    tail: list[Record], data: st.DataObject
+) -> None:
+    """The writer thread encodes a `freeze` while the event loop goes on applying records: the
+    document must be the one of the state at the moment it was frozen."""
+    records = [*HEAD, *tail]
+    cut = data.draw(st.integers(0, len(records)))
+    state = replay(records[:cut], compact=True)
+    before = checkpoint_document(state.copy(), INFO, "item-{}".format)
+    frozen = freeze(state, INFO.reduce_steps)
+    for record in records[cut:]:
+        apply_record(state, record)
+    assert document_of(frozen, INFO, "item-{}".format) == before
 
 
 # ---- property: a checkpoint plus the journal after it is the whole journal ---------------------

@@ -1,9 +1,10 @@
 """Checkpoint files: full, human-readable snapshots of a job, materialised from its state.
 
 The journal is the source of truth; a checkpoint is the same state written out as one JSON file
-(`jq . latest.json` tells where the job stands). Snapshots are taken in the event loop (cheap
-copies of compact arrays) and encoded and written on a worker thread, skipping versions when
-completions arrive faster than files can be written.
+(`jq . latest.json` tells where the job stands). A state is frozen in the event loop (status
+ranges and run-length counts, found by C-speed scans without copying the arrays) and encoded and
+written on a worker thread, skipping versions when completions arrive faster than files can be
+written.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from prodigy.state import (
     Phase,
     Record,
     Spend,
+    Summary,
     counts,
     int_array,
-    phase,
+    summarize,
 )
 from prodigy.store import JobDir, write_checkpoint
 
@@ -78,38 +80,6 @@ class JobInfo:
     workdir: str
     reduce_steps: int
     created_at: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A state and the items running at that moment, safe to encode on another thread."""
-
-    state: JobState
-    running: frozenset[int] = frozenset()
-
-
-def snapshot(state: JobState) -> JobState:
-    """A copy safe to encode on another thread while the engine keeps mutating the original.
-    Cheap: compact arrays, and detail only for failed items."""
-    return JobState(
-        version=state.version,
-        setup_done=state.setup_done,
-        setup_outputs=dict(state.setup_outputs),
-        item_count=state.item_count,
-        status=bytearray(state.status),
-        attempts=array(state.attempts.typecode, state.attempts),
-        limits=array(state.limits.typecode, state.limits),
-        results=dict(state.results),
-        merging=dict(state.merging),
-        history={i: list(h) for i, h in state.history.items()},
-        reduce_done=state.reduce_done,
-        reduce_outputs=dict(state.reduce_outputs),
-        ended=state.ended,
-        end_reason=state.end_reason,
-        spent=state.spent,
-        compact=state.compact,
-        journal_bytes=state.journal_bytes,
-    )
 
 
 StatusName = Literal[
@@ -222,22 +192,6 @@ class CheckpointDocument(msgspec.Struct, frozen=True):
     end_reason: str = ""
 
 
-def _item_counts(state: JobState, running: frozenset[int]) -> ItemCounts:
-    c = counts(state)
-    # Only pending and retriable items are ever started.
-    running_pending = sum(1 for i in running if state.status[i] == ItemStatus.PENDING)
-    running_retriable = sum(1 for i in running if state.status[i] == ItemStatus.RETRIABLE)
-    return ItemCounts(
-        total=c.total,
-        pending=c.pending - running_pending,
-        running=len(running),
-        succeeded=c.succeeded,
-        failed_retriable=c.retriable - running_retriable,
-        dead_lettered=c.dead,
-        skipped=c.skipped,
-    )
-
-
 def _runs(data: bytes | bytearray, size: int) -> list[tuple[bytes, int]]:
     """Runs of equal `size`-byte values in `data`: `(value, count)` in order.
 
@@ -248,27 +202,26 @@ def _runs(data: bytes | bytearray, size: int) -> list[tuple[bytes, int]]:
     backreference kept a backtracking entry per item: 100 MB at a million).
     """
     runs: list[tuple[bytes, int]] = []
-
-    def add(value: bytes, count: int) -> None:
-        if runs and runs[-1][0] == value:
-            runs[-1] = (value, runs[-1][1] + count)
-        else:
-            runs.append((value, count))
-
-    def scan(lo: int, hi: int) -> None:
+    # An explicit stack, not a recursive closure: a closure that calls itself is a reference
+    # cycle, and it kept each checkpoint's copy of the arrays alive until a full collection
+    # (80 MB at a million items).
+    segments = [(0, len(data) // size)] if data else []
+    while segments:
+        lo, hi = segments.pop()
         first = bytes(data[lo * size : (lo + 1) * size])
         if data.count(first, lo * size, hi * size) == hi - lo:
-            add(first, hi - lo)
+            found = [(first, hi - lo)]
         elif hi - lo <= 32:
-            for i in range(lo, hi):
-                add(bytes(data[i * size : (i + 1) * size]), 1)
+            found = [(bytes(data[i * size : (i + 1) * size]), 1) for i in range(lo, hi)]
         else:
             mid = (lo + hi) // 2
-            scan(lo, mid)
-            scan(mid, hi)
-
-    if data:
-        scan(0, len(data) // size)
+            segments += [(mid, hi), (lo, mid)]
+            continue
+        for value, count in found:
+            if runs and runs[-1][0] == value:
+                runs[-1] = (value, runs[-1][1] + count)
+            else:
+                runs.append((value, count))
     return runs
 
 
@@ -282,89 +235,190 @@ def status_ranges(status: bytearray) -> dict[ItemStatus, list[Range]]:
     return ranges
 
 
+_CHUNK = 16_384  # values scanned at a time: a 64 KB copy, however big the array
+
+
 def value_runs(values: array[int]) -> list[Run]:
-    """`[value, count]` pairs, in order: run-length encoding at C speed."""
-    return [
-        (int.from_bytes(value, sys.byteorder), count)
-        for value, count in _runs(values.tobytes(), values.itemsize)
-    ]
+    """`[value, count]` pairs, in order: run-length encoding at C speed, a chunk at a time."""
+    runs: list[Run] = []
+    for lo in range(0, len(values), _CHUNK):
+        for raw, count in _runs(values[lo : lo + _CHUNK].tobytes(), values.itemsize):
+            value = int.from_bytes(raw, sys.byteorder)
+            if runs and runs[-1][0] == value:
+                runs[-1] = (value, runs[-1][1] + count)
+            else:
+                runs.append((value, count))
+    return runs
 
 
 def _expand_runs(runs: list[Run], count: int, what: str) -> array[int]:
-    values = int_array(0)
+    if any(length < 0 or not 0 <= value < 2**32 for value, length in runs):
+        raise StateError(f"The checkpoint's {what} hold a negative or oversized number.")
+    covered = sum(length for _, length in runs)
+    if covered != count:
+        raise StateError(f"The checkpoint's {what} cover {covered} items, not {count}.")
+    values = int_array(count)
+    start = 0
     for value, length in runs:
-        values.extend(int_array(length, value))
-    if len(values) != count:
-        raise StateError(f"The checkpoint's {what} cover {len(values)} items, not {count}.")
+        # A chunk at a time, so a long run costs no copy of its length.
+        for lo in range(start, start + length if value else start, _CHUNK):
+            n = min(_CHUNK, start + length - lo)
+            values[lo : lo + n] = int_array(n, value)
+        start += length
     return values
 
 
 ItemId = Callable[[int], str]
 
 
-def _items_part(state: JobState, item_id: ItemId, running: frozenset[int]) -> ItemsPart:
-    ranges = status_ranges(state.status)
-    detail = [
-        ItemDetail(
-            index=i,
-            id=item_id(i),
-            status=STATUS_NAMES[ItemStatus(state.status[i])],
-            attempts=state.attempts[i],
-            max_attempts=state.limits[i],
-            result=None if state.status[i] == ItemStatus.SUCCEEDED else state.results.get(i),
-            failed_attempts=state.history.get(i),
-        )
-        for i in sorted(
-            {i for i in state.results if state.status[i] != ItemStatus.SUCCEEDED}
-            | set(state.history)
-        )
-    ]
+@dataclass(frozen=True, slots=True)
+class FrozenItem:
+    """An item with something to tell beyond its status (see `ItemDetail`)."""
+
+    index: int
+    status: ItemStatus
+    attempts: int
+    limit: int
+    result: Attempt | None
+    history: list[Attempt] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Frozen:
+    """What a checkpoint says about a state at one moment, taken in the event loop: status
+    ranges and run-length counts (C-speed scans, the arrays are not copied) and the detail of
+    the few failed items. Encoding it on another thread is then safe while the engine goes on
+    mutating the state, and takes no memory that grows with the job."""
+
+    summary: Summary
+    setup_done: bool
+    setup_outputs: dict[str, str]
+    reduce_done: int
+    reduce_outputs: dict[str, str]
+    end_reason: str
+    journal_bytes: int
+    frozen: bool  # whether the items are frozen (the fields below are empty until then)
+    ranges: dict[ItemStatus, list[Range]]
+    running: list[int]
+    running_retriable: int  # how many of `running` the record has retriable (not pending)
+    attempts: list[Run]
+    limits: list[Run]
+    detail: list[FrozenItem]
+    merging: list[tuple[int, Attempt]]
+
+
+def freeze(state: JobState, reduce_steps: int, running: Iterable[int] = frozenset()) -> Frozen:
+    """`running` items are shown as such; the record has them pending (or retriable), which is
+    what a resume runs them as. An attempt whose result was just recorded is still in the
+    scheduler's set for a moment: only an item the record has pending or retriable can run."""
+    status = state.status
+    startable = (ItemStatus.PENDING, ItemStatus.RETRIABLE)
+    in_flight = sorted(i for i in running if status[i] in startable)
+    detailed = sorted(
+        {i for i in state.results if status[i] != ItemStatus.SUCCEEDED} | set(state.history)
+    )
+    return Frozen(
+        summary=summarize(state, reduce_steps),
+        setup_done=state.setup_done,
+        setup_outputs=dict(state.setup_outputs),
+        reduce_done=state.reduce_done,
+        reduce_outputs=dict(state.reduce_outputs),
+        end_reason=state.end_reason,
+        journal_bytes=state.journal_bytes,
+        frozen=state.item_count is not None,
+        ranges=status_ranges(status),
+        running=in_flight,
+        running_retriable=sum(1 for i in in_flight if status[i] == ItemStatus.RETRIABLE),
+        attempts=value_runs(state.attempts),
+        limits=value_runs(state.limits),
+        detail=[
+            FrozenItem(
+                index=i,
+                status=ItemStatus(status[i]),
+                attempts=state.attempts[i],
+                limit=state.limits[i],
+                result=None if status[i] == ItemStatus.SUCCEEDED else state.results.get(i),
+                history=list(state.history[i]) if i in state.history else None,
+            )
+            for i in detailed
+        ],
+        merging=sorted(state.merging.items()),
+    )
+
+
+def _item_counts(frozen: Frozen) -> ItemCounts:
+    c = frozen.summary.counts
+    running, retriable = len(frozen.running), frozen.running_retriable
+    return ItemCounts(
+        total=c.total,
+        pending=c.pending - (running - retriable),
+        running=running,
+        succeeded=c.succeeded,
+        failed_retriable=c.retriable - retriable,
+        dead_lettered=c.dead,
+        skipped=c.skipped,
+    )
+
+
+def _items_part(frozen: Frozen, item_id: ItemId) -> ItemsPart:
+    ranges = frozen.ranges
     return ItemsPart(
         pending=ranges[ItemStatus.PENDING],
         succeeded=ranges[ItemStatus.SUCCEEDED],
         retriable=ranges[ItemStatus.RETRIABLE],
         dead_lettered=ranges[ItemStatus.DEAD],
         skipped=ranges[ItemStatus.SKIPPED],
-        running=sorted(running),
-        attempts=value_runs(state.attempts),
-        max_attempts=value_runs(state.limits),
-        detail=detail,
-        merging=[MergingItem(i, item_id(i), r) for i, r in sorted(state.merging.items())],
+        running=frozen.running,
+        attempts=frozen.attempts,
+        max_attempts=frozen.limits,
+        detail=[
+            ItemDetail(
+                index=item.index,
+                id=item_id(item.index),
+                status=STATUS_NAMES[item.status],
+                attempts=item.attempts,
+                max_attempts=item.limit,
+                result=item.result,
+                failed_attempts=item.history,
+            )
+            for item in frozen.detail
+        ],
+        merging=[MergingItem(i, item_id(i), r) for i, r in frozen.merging],
     )
 
 
-def checkpoint_document(
-    state: JobState, info: JobInfo, item_id: ItemId, running: frozenset[int] = frozenset()
-) -> CheckpointDocument:
-    """The checkpoint file's content. `running` items are shown as such; the record has them
-    pending (or retriable), which is what a resume runs them as. Its size grows with the
-    failures and the number of status runs, not with the items finished."""
-    spent = state.spent
-    frozen = state.item_count is not None
-    # An attempt whose result was just recorded is still in the scheduler's set for a moment:
-    # only an item the record has pending or retriable can be running.
-    running = frozenset(
-        i for i in running if state.status[i] in (ItemStatus.PENDING, ItemStatus.RETRIABLE)
-    )
+def document_of(frozen: Frozen, info: JobInfo, item_id: ItemId) -> CheckpointDocument:
+    """The checkpoint file's content. Its size grows with the failures and the number of
+    status runs, not with the items finished."""
+    summary = frozen.summary
+    spent = summary.spent
+    dead = [i for first, last in frozen.ranges[ItemStatus.DEAD] for i in range(first, last + 1)]
     return CheckpointDocument(
         format=FORMAT,
         job_id=info.job_id,
-        version=state.version,
-        phase=phase(state, info.reduce_steps),
-        status=state.ended or "running",
+        version=summary.version,
+        phase=summary.phase,
+        status=summary.ended or "running",
         created_at=info.created_at,
         workflow=WorkflowRef(info.workflow_path, info.workflow_hash, info.workflow_config),
         workdir=info.workdir,
         items_file="items.jsonl",
-        journal=JournalPart("journal.jsonl", state.journal_bytes),
-        counts=_item_counts(state, running),
-        setup=SetupPart(state.setup_done, state.setup_outputs),
-        reduce=ReducePart(info.reduce_steps, state.reduce_done, state.reduce_outputs),
+        journal=JournalPart("journal.jsonl", frozen.journal_bytes),
+        counts=_item_counts(frozen),
+        setup=SetupPart(frozen.setup_done, frozen.setup_outputs),
+        reduce=ReducePart(info.reduce_steps, frozen.reduce_done, frozen.reduce_outputs),
         cost=CostPart(spent.cost_usd, spent.input_tokens, spent.output_tokens),
-        dlq=[item_id(i) for i in state.indexes_with(ItemStatus.DEAD)],
-        items=_items_part(state, item_id, running) if frozen else None,
-        end_reason=state.end_reason,
+        dlq=[item_id(i) for i in dead],
+        items=_items_part(frozen, item_id) if frozen.frozen else None,
+        end_reason=frozen.end_reason,
     )
+
+
+def checkpoint_document(
+    state: JobState, info: JobInfo, item_id: ItemId, running: Iterable[int] = frozenset()
+) -> CheckpointDocument:
+    """The checkpoint file's content for `state` (see `freeze` and `document_of`)."""
+    return document_of(freeze(state, info.reduce_steps, running), info, item_id)
 
 
 _STATUS_OF_NAME: dict[str, ItemStatus] = {name: status for status, name in STATUS_NAMES.items()}
@@ -480,7 +534,7 @@ class CheckpointWriter:
         job: JobDir,
         info: JobInfo,
         keep: int,
-        after_write: Callable[[JobState], None],
+        after_write: Callable[[Summary], None],
         on_error: Callable[[BaseException], None],
     ) -> None:
         self.job = job
@@ -499,29 +553,32 @@ class CheckpointWriter:
 
     def write_now(self, state: JobState) -> None:
         """Synchronous write of this exact version (start, end and interruption)."""
-        self._write(Snapshot(state, frozenset(self.running())))
-        self.after_write(state)
+        self._write_and_report(self._freeze(state))
 
-    def _write(self, snap: Snapshot) -> None:
-        doc = checkpoint_document(snap.state, self.info, self.item_id, snap.running)
+    def _freeze(self, state: JobState) -> Frozen:
+        return freeze(state, self.info.reduce_steps, self.running())
+
+    def _write(self, frozen: Frozen) -> None:
+        version = frozen.summary.version
+        doc = document_of(frozen, self.info, self.item_id)
         try:
-            write_checkpoint(self.job, snap.state.version, encode_checkpoint(doc), self.keep)
+            write_checkpoint(self.job, version, encode_checkpoint(doc), self.keep)
         except OSError as exc:
             raise StateError(
-                f"Cannot write checkpoint v{snap.state.version} of job {self.job.job_id} in "
+                f"Cannot write checkpoint v{version} of job {self.job.job_id} in "
                 f"{self.job.path}: {exc.strerror or exc}.",
                 hint="Free some space (or fix the permissions), then resume the job: "
                 f"prodigy resume-job {self.job.job_id}",
             ) from None
-        self.written_version = snap.state.version
+        self.written_version = version
 
-    def _write_and_report(self, snap: Snapshot) -> None:
-        self._write(snap)
-        self.after_write(snap.state)
+    def _write_and_report(self, frozen: Frozen) -> None:
+        self._write(frozen)
+        self.after_write(frozen.summary)
 
     def request(self, state: JobState) -> None:
         """Ask for a checkpoint of the live state; O(1): requests made while a write is in
-        progress coalesce into one snapshot taken when the writer is free."""
+        progress coalesce into one `freeze` taken when the writer is free."""
         self._wanted = state
         if self._task is None or self._task.done():
             self._task = self.spawn(self._drain())
@@ -532,9 +589,11 @@ class CheckpointWriter:
                 live, self._wanted = self._wanted, None
                 if live.version == self.written_version:
                     continue
-                wanted = Snapshot(snapshot(live), frozenset(self.running()))
+                frozen = self._freeze(live)
+                del live
                 started = time.monotonic()
-                await asyncio.to_thread(self._write_and_report, wanted)
+                await asyncio.to_thread(self._write_and_report, frozen)
+                del frozen
                 # Rest three times as long as the write took, so that materialising
                 # checkpoints never takes more than a quarter of the coordinator's time, whatever
                 # the job's size (versions in between are skipped; the journal has them).

@@ -18,7 +18,7 @@ from prodigy.items import WorkItem
 from prodigy.job import ItemsFile, JobMetadata, metadata_document
 from prodigy.progress import Reporter
 from prodigy.recorder import Recorder
-from prodigy.state import JobState
+from prodigy.state import JobState, Summary
 from prodigy.store import JobDir
 from prodigy.workflow import Workflow
 from prodigy.workspace import Workspace
@@ -73,7 +73,7 @@ class RunContext:
             self.writer.item_id = self.items.id_of
         return self.items
 
-    def write_metadata(self, status: str, state: JobState | None = None) -> None:
+    def write_metadata(self, status: str, state: JobState | Summary | None = None) -> None:
         self.job.write_metadata(
             metadata_document(self.meta, state or self.state, status, os.getpid())
         )

@@ -33,7 +33,7 @@ from prodigy.phases import (
 from prodigy.progress import Reporter
 from prodigy.recorder import AttemptLines, Observer, Recorder, RecordEvents
 from prodigy.scheduler import MapRules, MapScheduler
-from prodigy.state import ItemStatus, JobEndStatus, JobState, phase
+from prodigy.state import ItemStatus, JobEndStatus, JobState, Summary, phase
 from prodigy.store import JobDir
 from prodigy.workflow import Workflow
 from prodigy.workspace import Workspace
@@ -211,7 +211,7 @@ class JobRunner:
             agent_timeout=run.workflow.map.agent_timeout_secs,
         )
 
-    def _after_checkpoint(self, state: JobState) -> None:
+    def _after_checkpoint(self, state: Summary) -> None:
         # A version is rewritten when the job ends (its status changes, not its items): one
         # event per version is enough.
         run = self.run_ctx

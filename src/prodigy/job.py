@@ -29,9 +29,9 @@ from prodigy.state import (
     Phase,
     Record,
     RolledBack,
+    Summary,
     apply_record,
-    counts,
-    phase,
+    summarize,
 )
 from prodigy.store import JobDir, atomic_writer, create_job_dir
 
@@ -286,16 +286,17 @@ class MetadataDocument(JobMetadata, frozen=True, kw_only=True):
 
 
 def metadata_document(
-    meta: JobMetadata, state: JobState, status: str, pid: int | None = None
+    meta: JobMetadata, state: JobState | Summary, status: str, pid: int | None = None
 ) -> MetadataDocument:
-    c = counts(state)
-    spent = state.spent
+    summary = state if isinstance(state, Summary) else summarize(state, meta.reduce_steps)
+    c = summary.counts
+    spent = summary.spent
     return MetadataDocument(
         **msgspec.structs.asdict(meta),
         updated_at=now_iso(),
         status=status,
-        phase=phase(state, meta.reduce_steps),
-        version=state.version,
+        phase=summary.phase,
+        version=summary.version,
         pid=pid,
         counts=MetadataCounts(
             total=c.total,

@@ -278,14 +278,33 @@ Phase = Literal["setup", "map", "reduce", "done"]
 
 
 def phase(state: JobState, reduce_steps: int) -> Phase:
+    return _phase(state, counts(state), reduce_steps)
+
+
+def _phase(state: JobState, c: Counts, reduce_steps: int) -> Phase:
     if not state.setup_done:
         return "setup"
-    c = counts(state)
     if state.item_count is None or c.remaining > 0:
         return "map"
     if state.reduce_done < reduce_steps:
         return "reduce"
     return "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Where a job stands, in a few numbers (what `metadata.json` tells)."""
+
+    version: int
+    counts: Counts
+    phase: Phase
+    spent: Spend
+    ended: JobEndStatus | None
+
+
+def summarize(state: JobState, reduce_steps: int) -> Summary:
+    c = counts(state)
+    return Summary(state.version, c, _phase(state, c, reduce_steps), state.spent, state.ended)
 
 
 # ---- transitions -------------------------------------------------------------------------------
