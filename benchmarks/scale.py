@@ -487,6 +487,8 @@ class Bench:
                     f"{run.latency_s:.2f} s",
                     f"< {target:g} s",
                     verdict(run.latency_s < target),
+                    mb(run.run_peak_rss_kb),
+                    mb(run.resume_peak_rss_kb),
                 ]
             )
             a = run.audit
@@ -506,7 +508,7 @@ class Bench:
             shutil.rmtree(space.root, ignore_errors=True)
         self.report.table(
             "Resume latency: `resume-job` start → first new agent, killed at 50%",
-            ["items", "latency", "target", "met"],
+            ["items", "latency", "target", "met", "peak RSS: run to 50%", "peak RSS: resume"],
             rows,
         )
         self.report.table(
