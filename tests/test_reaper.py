@@ -63,3 +63,35 @@ def test_the_groups_listed_when_the_coordinator_dies_are_killed_and_no_others() 
         for pid in (first, forgotten, forgotten_too, reused):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+# A table mapped for two slots at first, so that the third group makes it grow.
+_GROWING = """
+import os, subprocess
+import prodigy.reaper
+prodigy.reaper._MAPPED_SLOTS = 2
+with prodigy.reaper.reaping():
+    groups = [
+        subprocess.Popen(
+            ["sleep", "300"], start_new_session=True, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ).pid
+        for _ in range(3)
+    ]
+    for group in groups:
+        prodigy.reaper.watch_group(group)
+    print(" ".join(map(str, groups)), flush=True)
+    os._exit(0)
+"""
+
+
+def test_a_group_listed_after_the_table_grew_is_killed_too() -> None:
+    done = subprocess.run([sys.executable, "-c", _GROWING], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    groups = list(map(int, done.stdout.split()))
+    try:
+        assert len(groups) == 3 and all(wait_gone(pid) for pid in groups)
+    finally:
+        for pid in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)

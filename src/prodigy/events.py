@@ -326,17 +326,14 @@ def with_job_id(event: dict[str, Any], job_id: str) -> dict[str, Any]:
 def _append_line(fd: int, line: bytes) -> None:
     """One write of a whole line; a write the disk cuts short is taken back (when no other
     writer appended since), so the log never holds half a line for the next one to weld to."""
-    start = os.fstat(fd).st_size
-    written = 0
-    try:
-        written = os.write(fd, line)
-        if written < len(line):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    except OSError:
-        if written and os.fstat(fd).st_size == start + written:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, start)
-        raise
+    written = os.write(fd, line)  # nothing written when it raises
+    if written < len(line):
+        with contextlib.suppress(OSError):
+            end = os.fstat(fd).st_size
+            # Still the file's end: no other writer appended since.
+            if os.pread(fd, written, end - written) == line[:written]:
+                os.ftruncate(fd, end - written)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def _drop_torn_tail(fd: int) -> None:

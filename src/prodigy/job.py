@@ -116,6 +116,9 @@ def open_frozen_items(job: JobDir, count: int | None) -> ItemsFile:
     return items
 
 
+_READ_AHEAD = 65_536
+
+
 class ItemsFile:
     """Random access to the frozen items: 8 bytes of memory per item (its offset)."""
 
@@ -133,6 +136,7 @@ class ItemsFile:
         if size and self._last_byte(size) != b"\n":
             raise items_damaged(path, "is cut short: its last line is incomplete")
         self._fd = os.open(path, os.O_RDONLY)
+        self._block: tuple[int, bytes] = (0, b"")
         self.ids = ItemIds(self)
 
     def _last_byte(self, size: int) -> bytes:
@@ -144,8 +148,13 @@ class ItemsFile:
         return len(self._offsets) - 1
 
     def _line(self, index: int) -> _ItemLine:
-        start = self._offsets[index]
-        return self.decode_line(os.pread(self._fd, self._offsets[index + 1] - start, start))
+        start, end = self._offsets[index], self._offsets[index + 1]
+        # Items are mostly read in order: one read brings the next ones too.
+        at, block = self._block
+        if not at <= start <= end <= at + len(block):
+            at, block = start, os.pread(self._fd, max(end - start, _READ_AHEAD), start)
+            self._block = (at, block)  # one assignment: safe for the checkpoint thread
+        return self.decode_line(block[start - at : end - at])
 
     def decode_line(self, line: bytes) -> _ItemLine:
         try:

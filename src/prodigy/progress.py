@@ -9,12 +9,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
-
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from typing import TYPE_CHECKING, TextIO
 
 from prodigy.state import Counts
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 def _summary(c: Counts, running: int, cost_usd: float) -> str:
@@ -78,6 +78,10 @@ class LiveReporter(Reporter):
     """A rich progress bar with done/failed/running/total, rate and ETA."""
 
     def __init__(self) -> None:
+        # Imported here: a run without a terminal (the common case for big jobs) never loads rich.
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
         super().__init__()
         self.console = Console(file=sys.stdout)
         self.bar = Progress(

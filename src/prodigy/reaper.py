@@ -4,14 +4,16 @@ Each step runs in a process group of its own (so a terminal's Ctrl-C reaches onl
 which then gives agents a grace period). The price is that killing prodigy's group leaves the
 agents running. A tiny reaper process in a session of its own holds the read end of a pipe and
 shares a small file with prodigy (a memfd on Linux), a table of 4-byte slots: prodigy writes a
-group's id into a free slot when the group starts and zeroes the slot when it ends, with one
-`pwrite` each that wakes nobody. When prodigy dies by any means, the kernel closes the write
+group's id into a free slot when the group starts and zeroes the slot when it ends, a store
+into the table mapped in memory (no system call; `pwrite` where it cannot be mapped) that wakes
+nobody. When prodigy dies by any means, the kernel closes the write
 end of the pipe; the reaper wakes, reads the table and SIGKILLs every group still listed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import struct
 import subprocess
@@ -21,6 +23,7 @@ import threading
 from collections.abc import Iterator
 
 _SLOT = struct.Struct("=i")
+_MAPPED_SLOTS = 4096  # groups running at once before the table is mapped again, bigger
 
 _REAPER_SCRIPT = """
 import os, signal, struct, sys
@@ -53,6 +56,8 @@ class GroupReaper:
         self._slots: dict[int, int] = {}  # group -> its slot in the table
         self._free: list[int] = []
         self._lock = threading.Lock()  # a cluster worker starts steps from many threads
+        self._map: mmap.mmap | None = None
+        self._map_table(_MAPPED_SLOTS)
         read_end, self._write_end = os.pipe()
         try:
             self._process = subprocess.Popen(
@@ -85,12 +90,28 @@ class GroupReaper:
                 self._put(slot, 0)
                 self._free.append(slot)
 
+    def _map_table(self, slots: int) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        with contextlib.suppress(OSError, ValueError):
+            os.ftruncate(self._table, slots * _SLOT.size)
+            self._map = mmap.mmap(self._table, slots * _SLOT.size)
+
     def _put(self, slot: int, group: int) -> None:
         # The reaper is a safety net: if the table cannot be written, the run itself goes on.
+        offset = slot * _SLOT.size
+        if self._map is not None and offset >= len(self._map):
+            self._map_table(2 * (slot + 1))
+        if self._map is not None:
+            _SLOT.pack_into(self._map, offset, group)
+            return
         with contextlib.suppress(OSError):
-            os.pwrite(self._table, _SLOT.pack(group), slot * _SLOT.size)
+            os.pwrite(self._table, _SLOT.pack(group), offset)
 
     def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
         os.close(self._write_end)
         os.close(self._table)
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -110,12 +110,19 @@ def _keep_descriptors_private() -> None:
 
 
 def _is_current_directory(path: str) -> bool:
+    # Asked once per agent step with one of a few directories: remembered for the directory
+    # prodigy is in (one getcwd instead of two stats).
+    return path == "." or _same_file(os.getcwd(), path)
+
+
+@functools.lru_cache(maxsize=64)
+def _same_file(here: str, path: str) -> bool:
     try:
-        here = os.stat(".")
-        there = os.stat(path)
+        a = os.stat(here)
+        b = os.stat(path)
     except OSError:
         return False
-    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 class _PidfdChild:

@@ -18,7 +18,6 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import jsonpath
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -833,6 +832,8 @@ def _check_json_path(tree: CommentedMap, workflow: Workflow) -> list[_Problem]:
     expression = workflow.map.json_path
     if expression is None:
         return []
+    import jsonpath  # only for a workflow that uses it (80 ms to import)
+
     try:
         compile_json_path(expression)
     except jsonpath.JSONPathError as exc:
