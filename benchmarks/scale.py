@@ -268,7 +268,7 @@ def succeeded_items(job: Path) -> set[int]:
     return {i for i, status in enumerate(state.status) if status == ItemStatus.SUCCEEDED}
 
 
-def audit(space: Workspace, job: Path, first_pid: int, resumed_pid: int, done: set[int]) -> Audit:
+def audit(space: Workspace, job: Path, resumed_pid: int, done: set[int]) -> Audit:
     by_first: set[int] = set()
     by_resume: set[int] = set()
     twice = 0
@@ -278,7 +278,7 @@ def audit(space: Workspace, job: Path, first_pid: int, resumed_pid: int, done: s
             if pid == resumed_pid:
                 twice += n in by_resume
                 by_resume.add(n)
-            elif pid == first_pid:
+            else:  # the killed run's, or one of its agents orphaned by the kill (a new parent)
                 by_first.add(n)
     final = succeeded_items(job)
     return Audit(
@@ -347,7 +347,7 @@ def kill_half_way_then_resume(space: Workspace, timeout: float) -> ResumeRun:
     if code != 0:
         raise RuntimeError(f"resume-job exited with code {code}")
     return ResumeRun(
-        latency, run_peak, peak, resume_seconds, audit(space, job[0], proc.pid, resumed.pid, done)
+        latency, run_peak, peak, resume_seconds, audit(space, job[0], resumed.pid, done)
     )
 
 

@@ -28,7 +28,6 @@ _MAPPED_SLOTS = 4096  # groups running at once before the table is mapped again,
 _REAPER_SCRIPT = """
 import os, signal, struct, sys
 table = int(sys.argv[1])
-os.write(1, b"ready")
 while os.read(0, 65536):
     pass
 data = os.pread(table, os.fstat(table).st_size, 0)
@@ -63,7 +62,7 @@ class GroupReaper:
             self._process = subprocess.Popen(
                 [sys.executable, "-S", "-c", _REAPER_SCRIPT, str(self._table)],
                 stdin=read_end,
-                stdout=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
                 pass_fds=(self._table,),
@@ -71,11 +70,9 @@ class GroupReaper:
             )
         finally:
             os.close(read_end)
-        # Wait until it runs in its own session: from then on, killing prodigy's process
-        # group cannot take the reaper with it.
-        assert self._process.stdout is not None
-        self._process.stdout.read(5)
-        self._process.stdout.close()
+        # Popen returns once the child has exec'd, and start_new_session calls setsid before
+        # that: killing prodigy's process group can no longer take the reaper with it. If prodigy
+        # dies before the reaper's interpreter is up, the reaper reads end of file at once.
 
     def watch(self, group: int) -> None:
         with self._lock:

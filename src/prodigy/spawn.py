@@ -63,7 +63,7 @@ async def start(
             start_new_session=True,
         )
     loop = asyncio.get_running_loop()
-    if _is_current_directory(str(cwd)):
+    if is_current_directory(str(cwd)):
         _keep_descriptors_private()
         pid = os.posix_spawn(
             argv[0],
@@ -109,7 +109,7 @@ def _keep_descriptors_private() -> None:
                 continue  # the descriptor listdir itself used, closed by now
 
 
-def _is_current_directory(path: str) -> bool:
+def is_current_directory(path: str) -> bool:
     # Asked once per agent step with one of a few directories: remembered for the directory
     # prodigy is in (one getcwd instead of two stats).
     return path == "." or _same_file(os.getcwd(), path)

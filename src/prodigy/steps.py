@@ -178,7 +178,8 @@ async def _run_step(step: StepSpec, ctx: StepContext) -> StepOutcome:
     except UnusableValue as exc:
         return _failure("unusable_value", exc.message, started)
     workdir = ctx.cwd / rendered.working_dir if rendered.working_dir else ctx.cwd
-    if not workdir.is_dir():
+    # prodigy's own directory (isolation: none) exists; it is not looked up for every step.
+    if not spawn.is_current_directory(str(workdir)) and not workdir.is_dir():
         return _failure(
             "start_error",
             f"working directory '{rendered.working_dir or ctx.cwd}' does not exist "
