@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import itertools
 import os
+import queue
 import re
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -201,6 +203,18 @@ def replay_journal(path: Path, upto_version: int | None = None, compact: bool = 
     return state
 
 
+_Write = tuple[bytes, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
 def _ends(start: int, batch: Sequence[tuple[bytes, object]]) -> list[int]:
     return list(itertools.accumulate((len(line) for line, _ in batch), initial=start))[1:]
 
@@ -222,6 +236,10 @@ class Journal:
         self.size = os.fstat(self._fd).st_size  # where the next record will start
         self._pending: list[tuple[bytes, asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        # A thread of its own for the writes and fdatasyncs of the event loop's batches: a
+        # queue and a wake-up per batch, not an executor's bookkeeping.
+        self._writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
 
     def append_now(self, records: Sequence[Record]) -> None:
         """Synchronous durable append, for use outside the event loop."""
@@ -242,7 +260,7 @@ class Journal:
             batch, self._pending = self._pending, []
             start = self.size
             try:
-                await asyncio.to_thread(self._write, b"".join(line for line, _ in batch))
+                await self._in_writer(b"".join(line for line, _ in batch))
             except OSError as exc:
                 for _, done in batch:
                     if not done.done():
@@ -253,6 +271,26 @@ class Journal:
             for end, (_, done) in zip(_ends(start, batch), batch, strict=True):
                 if not done.done():
                     done.set_result(end)
+
+    def _in_writer(self, data: bytes) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_batches, daemon=True)
+            self._writer.start()
+        self._writes.put((data, loop, done))
+        return done
+
+    def _write_batches(self) -> None:
+        while (job := self._writes.get()) is not None:
+            data, loop, done = job
+            error: BaseException | None = None
+            try:
+                self._write(data)
+            except Exception as exc:  # handed to the waiting task, whatever it is
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_settle, done, error)
 
     def _write(self, data: bytes) -> None:
         # Where this write starts: a write the disk cuts short (ENOSPC, EIO) is cut off again
@@ -278,6 +316,10 @@ class Journal:
         self.close()
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writes.put(None)
+            self._writer.join()
+            self._writer = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -2,8 +2,8 @@
 
 On Linux (pidfd) a child is started with `os.posix_spawn` (vfork-like, no copy of the
 coordinator's page tables) when it runs in the coordinator's own directory, with
-`subprocess.Popen` when it needs another one, and waited for by a pidfd registered on the
-event loop. That is a third of the coordinator's CPU per trivial agent less than
+`subprocess.Popen` when it needs another one, and waited for by a pidfd in an epoll set that
+the event loop watches. That is a third of the coordinator's CPU per trivial agent less than
 `asyncio.create_subprocess_exec` (its transport, protocol and child watcher). Elsewhere
 asyncio's subprocess support is used.
 """
@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import select
 import signal
 import subprocess
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -125,13 +127,48 @@ def _same_file(here: str, path: str) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+class _ExitWatcher:
+    """The pidfds of one event loop's children in one epoll set, which the loop watches as a
+    single descriptor: a child costs one `epoll_ctl` each way, not a loop registration."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._epoll = select.epoll()
+        self._children: dict[int, _PidfdChild] = {}
+        loop.add_reader(self._epoll.fileno(), self._ready)
+
+    def watch(self, pidfd: int, child: _PidfdChild) -> None:
+        self._children[pidfd] = child
+        self._epoll.register(pidfd, select.EPOLLIN)
+
+    def forget(self, pidfd: int) -> None:
+        self._children.pop(pidfd, None)
+        self._epoll.unregister(pidfd)
+
+    def _ready(self) -> None:
+        for pidfd, _ in self._epoll.poll(0):
+            child = self._children.get(pidfd)
+            if child is not None:
+                child.reap()
+
+
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ExitWatcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _watcher(loop: asyncio.AbstractEventLoop) -> _ExitWatcher:
+    found = _watchers.get(loop)
+    if found is None:
+        found = _watchers[loop] = _ExitWatcher(loop)
+    return found
+
+
 class _PidfdChild:
     """A child waited for through its pidfd: readable once the child has exited."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, pid: int, popen: subprocess.Popen[bytes] | None
     ) -> None:
-        self._loop = loop
         self._pid = pid
         self._popen = popen  # kept so that Popen's own reaping never races ours
         self._returncode: int | None = None
@@ -143,7 +180,8 @@ class _PidfdChild:
             os.killpg(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             raise
-        loop.add_reader(self._pidfd, self._reap)
+        self._watcher = _watcher(loop)
+        self._watcher.watch(self._pidfd, self)
 
     @property
     def pid(self) -> int:
@@ -160,7 +198,7 @@ class _PidfdChild:
         assert self._returncode is not None
         return self._returncode
 
-    def _reap(self) -> None:
+    def reap(self) -> None:
         if self._popen is not None:
             code = self._popen.poll()
         else:
@@ -172,7 +210,7 @@ class _PidfdChild:
         if code is None:
             return
         self._returncode = code
-        self._loop.remove_reader(self._pidfd)
+        self._watcher.forget(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = -1
         if not self._exited.done():

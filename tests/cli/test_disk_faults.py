@@ -148,9 +148,12 @@ def test_a_state_directory_turned_read_only_stops_the_run_and_the_job_resumes(
     world.write("wf.yaml", HELD.replace("{free}", "6"))
     world.env["PRODIGY_HOME"] = str(home)
     run = world.popen("cook", "wf.yaml")
-    journal = lambda: next(home.glob("state/*/mapreduce/jobs/*/journal.jsonl"), None)  # noqa: E731
+    # An agent_completed event is emitted once the journal's fdatasync has returned: the
+    # record is durable. (A record merely visible in the file may not be: the fault can still
+    # fail its fdatasync, and the run then never counts it.)
+    events = lambda: next(home.glob("state/*/mapreduce/jobs/*/events.jsonl"), None)  # noqa: E731
     wait_for(
-        lambda: (j := journal()) is not None and len(succeeded_indexes(j)) >= 6,
+        lambda: (e := events()) is not None and e.read_text().count('"agent_completed"') >= 6,
         what="the free items recorded",
     )
     (Path("/sys/fs/ext4") / Path(device).name / "trigger_fs_error").write_text("test\n")
