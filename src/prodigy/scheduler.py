@@ -3,7 +3,9 @@
 It owns the queue of items to run, the heap of delayed retries and the set of running
 attempts (running lives here only, never in the recorded state), capped at `max_parallel`.
 Every attempt is a task it owns and awaits. Results are recorded through the `Recorder`
-(shielded: once a result exists it is recorded even if an interrupt arrives meanwhile).
+(shielded: once a result exists it is recorded even if an interrupt arrives meanwhile). A plain
+success gives its slot back as soon as its agent has ended; its record is a task of its own,
+awaited before the map phase ends.
 """
 
 from __future__ import annotations
@@ -137,6 +139,7 @@ class MapScheduler:
         self.running: dict[asyncio.Task[Outcome | None], int] = {}
         self.tally = RunTally()
         self._records: set[asyncio.Task[Outcome | None]] = set()
+        self._unrecorded: set[asyncio.Task[Outcome | None]] = set()  # successes, slot freed
 
     async def run(self, indexes: Iterable[int] | None, merges: Mapping[int, Attempt] = {}) -> None:
         """Run `indexes` (None: every pending or retriable item) to a final outcome each, or
@@ -217,7 +220,29 @@ class MapScheduler:
         result = await self.run_attempt(item, attempt)
         if self.interrupts.explains(result):
             return None  # cut short by the interrupt: not a failure, not counted
+        plain = result.ok and (result.branch is None or self.integrate is None)
+        if plain and len(self._unrecorded) < self.rules.max_parallel:
+            # A plain success frees its slot now: the next agent starts while the record is
+            # made durable (it counts only then). It cannot stop the run or ask for a retry,
+            # so nothing waits on its outcome; failures and merges keep their slot until
+            # recorded, so a failure policy stops the run before another agent starts. At
+            # most max_parallel such records are outstanding: a crash makes at most twice
+            # max_parallel items run again (running, or ended but not yet durable).
+            self._record_later(index, result)
+            return None
         return await self._conclude(index, result, queued=False)
+
+    def _record_later(self, index: int, result: Attempt) -> None:
+        task = asyncio.ensure_future(self._merge_and_record(index, result, queued=False))
+        self._records.add(task)
+        self._unrecorded.add(task)
+        task.add_done_callback(self._recorded)
+        task.add_done_callback(lambda done: self._recorded_later(index, done))
+
+    def _recorded_later(self, index: int, task: asyncio.Task[Outcome | None]) -> None:
+        self._unrecorded.discard(task)
+        if not task.cancelled() and task.exception() is None:
+            self._after(index, task.result(), asyncio.get_running_loop().time())
 
     async def _conclude(self, index: int, result: Attempt, queued: bool) -> Outcome | None:
         """Merge (when isolated) and record an ended attempt. Once a result exists this runs

@@ -35,6 +35,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.composer import ComposerError, MaxDepthExceededError
 from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError
+from ruamel.yaml.nodes import MappingNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
 from prodigy.display import unbroken
@@ -573,6 +574,29 @@ class _Constructor(RoundTripConstructor):
                 "is meant as text",
                 node.start_mark,
             ) from None
+
+    def construct_mapping(self, node: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_keys(node)
+        return super().construct_mapping(node, *args, **kwargs)
+
+    def construct_setting(self, node: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_keys(node)
+        return super().construct_setting(node, *args, **kwargs)
+
+
+def _check_keys(node: Any) -> None:
+    """A mapping or list used as a key (`{[a]: 1}`, `{&x {a: [b]}: 1}`) is valid YAML but can
+    mean nothing in a workflow, and ruamel fails on it with a bare TypeError."""
+    for key, _ in node.value:
+        if isinstance(key, MappingNode | SequenceNode):
+            kind = "mapping" if isinstance(key, MappingNode) else "list"
+            raise ConstructorError(
+                None,
+                None,
+                f"a {kind} is used as a key; a key must be a plain name (check the brackets "
+                "and the colons on this line)",
+                key.start_mark,
+            )
 
 
 def _parse_yaml(text: str) -> Any:

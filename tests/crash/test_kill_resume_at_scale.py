@@ -3,7 +3,8 @@
 CI runs 10,000 items (about half a minute); `PRODIGY_SCALE_ITEMS=100000` runs the issue's
 100,000 (a few minutes on 2 cores). Each agent logs its item and its coordinator's pid, so the
 test can tell which run ran what: no item may be lost, none the journal had recorded as finished
-before the kill may run again, and only items in flight at the kill may run twice.
+before the kill may run again, and only items in flight at the kill may run twice (running, or
+ended with their record not yet durable: at most twice max_parallel).
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def test_a_big_job_killed_half_way_resumes_with_every_item_once(world: Env) -> N
     assert by_first | again == set(range(ITEMS)), "an item was lost"
     assert len(by_resume) == len(again), "the resumed run ran an item twice"
     assert not done & again, "an item recorded as finished before the kill ran again"
-    assert len(by_first & again) <= PARALLEL, "more items ran twice than were in flight"
+    # In flight at the kill: running (at most PARALLEL), or ended with the record not yet
+    # durable (a success frees its slot at once; at most PARALLEL such records outstanding).
+    assert len(by_first & again) <= 2 * PARALLEL, "more items ran twice than were in flight"
     assert succeeded(job) == set(range(ITEMS))
     # The resume started from a compact checkpoint, not from the items one by one.
     latest = json.loads((job / "latest.json").read_text())

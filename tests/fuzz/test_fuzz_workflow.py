@@ -318,6 +318,8 @@ def test_any_bytes_load_or_give_one_located_error(workflow_file: Path, data: byt
 @given(text=yaml_texts())
 # Found by fuzzing, each once a bare exception or a message of two lines:
 @example(text=BASE + "reduce: !!omap [a: 1]\n")  # AttributeError: lc.data is None
+@example(text="{&map: {agent_template: [shell: x], input: items.json}, mode: mapreduce}\n")
+@example(text=BASE + "env: {[a]: 1}\n")  # TypeError: unhashable type (a list as a key)
 @example(text=BASE + "reduce: !foo [bar]\n")
 @example(text=BASE + "reduce: [{<<: {shell: x}}]\n")
 @example(text=BASE + "reduce: 2001-02-30\n")  # ValueError from ruamel's constructor
