@@ -10,27 +10,38 @@ import sys
 import time
 from pathlib import Path
 
-# A coordinator that lists three groups, forgets the second, lists a fourth in its slot, forgets
-# the third, and dies without closing anything (as by kill -9).
-_COORDINATOR = """
-import os, subprocess, sys
+# Coordinators: each starts sleepers in groups of their own, lists some with the reaper, prints
+# their pids and dies without closing anything (as by kill -9).
+_SLEEPERS = """
+import os, subprocess
+import prodigy.reaper
 from prodigy.reaper import forget_group, reaping, watch_group
+prodigy.reaper._MAPPED_SLOTS = {mapped_slots}
 with reaping():
     groups = [
         subprocess.Popen(
             ["sleep", "300"], start_new_session=True, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ).pid
-        for _ in range(4)
+        for _ in range({count})
     ]
+{body}
+    print(" ".join(map(str, groups)), flush=True)
+    os._exit(0)
+"""
+
+# Lists three groups, forgets the second, lists a fourth in its slot, forgets the third.
+_COORDINATOR = _SLEEPERS.format(
+    mapped_slots=4096,
+    count=4,
+    body="""
     for group in groups[:3]:
         watch_group(group)
     forget_group(groups[1])
     watch_group(groups[3])  # in the slot the second left
     forget_group(groups[2])
-    print(" ".join(map(str, groups)), flush=True)
-    os._exit(0)
-"""
+""",
+)
 
 
 def alive(pid: int) -> bool:
@@ -66,23 +77,14 @@ def test_the_groups_listed_when_the_coordinator_dies_are_killed_and_no_others() 
 
 
 # A table mapped for two slots at first, so that the third group makes it grow.
-_GROWING = """
-import os, subprocess
-import prodigy.reaper
-prodigy.reaper._MAPPED_SLOTS = 2
-with prodigy.reaper.reaping():
-    groups = [
-        subprocess.Popen(
-            ["sleep", "300"], start_new_session=True, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ).pid
-        for _ in range(3)
-    ]
+_GROWING = _SLEEPERS.format(
+    mapped_slots=2,
+    count=3,
+    body="""
     for group in groups:
-        prodigy.reaper.watch_group(group)
-    print(" ".join(map(str, groups)), flush=True)
-    os._exit(0)
-"""
+        watch_group(group)
+""",
+)
 
 
 def test_a_group_listed_after_the_table_grew_is_killed_too() -> None:
