@@ -261,12 +261,12 @@ def mentions(steps: Sequence[Step], text: str) -> bool:
 
 def conflict_steps(run: RunContext) -> ConflictSteps:
     """`map.on_merge_conflict`: steps that may conclude a conflicted merge, run in the parent
-    worktree with the merge in progress. True when they all succeeded."""
+    worktree with the merge in progress. True when they all succeeded, and what they cost."""
 
-    async def resolve(root: Path, item: WorkItem, result: Attempt) -> bool:
+    async def resolve(root: Path, item: WorkItem, result: Attempt) -> tuple[bool, Spend]:
         steps = run.workflow.map.on_merge_conflict
         if not steps:
-            return False
+            return False, NO_SPEND
         variables = {
             **run.variables(),
             "item": item.data,
@@ -293,7 +293,7 @@ def conflict_steps(run: RunContext) -> ConflictSteps:
             masker=run.workflow.masker,
         )
         done = await run.executor.run_steps(steps, ctx, 0, None, lambda: False, SequenceResult())
-        return done.failure is None
+        return done.failure is None, done.spend
 
     return resolve
 

@@ -35,7 +35,7 @@ from prodigy.events import (
 from prodigy.git import Git, GitError
 from prodigy.items import WorkItem
 from prodigy.job import JobMetadata
-from prodigy.state import Attempt, error_signature
+from prodigy.state import Attempt, Spend, error_signature
 from prodigy.store import prodigy_home
 from prodigy.workspace import Place, SharedWorkspace, Workspace
 
@@ -93,7 +93,7 @@ def merge_message(job_id: str, item: WorkItem, attempt: int) -> str:
     )
 
 
-ConflictSteps = Callable[[Path, WorkItem, Attempt], Awaitable[bool]]
+ConflictSteps = Callable[[Path, WorkItem, Attempt], Awaitable[tuple[bool, Spend]]]
 
 
 class GitWorkspace:
@@ -372,11 +372,12 @@ class GitWorkspace:
 
     async def _conflict(self, item: WorkItem, result: Attempt, parent: Git, output: str) -> Attempt:
         conflicted = (await parent.out("diff", "--name-only", "--diff-filter=U")).splitlines()
-        if (
-            self.on_conflict is not None
-            and await self.on_conflict(self._root, item, result)
-            and await _merge_concluded(parent)
-        ):
+        resolved = False
+        if self.on_conflict is not None:
+            resolved, spend = await self.on_conflict(self._root, item, result)
+            # What the conflict steps paid (a claude step) is part of this attempt's cost.
+            result = msgspec.structs.replace(result, spend=result.spend + spend)
+        if resolved and await _merge_concluded(parent):
             landed = await parent.out("rev-parse", "HEAD")
             await self._remove_merged(result)
             self.events.emit(AgentMerged(item_id=item.id, attempt=result.attempt, commit=landed))

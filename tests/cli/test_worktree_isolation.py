@@ -172,6 +172,7 @@ def test_an_on_merge_conflict_step_that_concludes_the_merge_saves_the_attempt(
     items = [{"file": "shared.txt", "text": "from A"}, {"file": "shared.txt", "text": "from B"}]
     resolve = (
         "  on_merge_conflict:\n"
+        '    - claude: "/look at the conflict"\n'  # the fake claude reports $0.01
         "    - shell: >-\n"
         '        echo ${item_id} ${merge.source_branch} "$PRODIGY_ITEM_FILE"\n'
         "        >> $LOGS/resolved.log &&\n"
@@ -202,6 +203,9 @@ def test_an_on_merge_conflict_step_that_concludes_the_merge_saves_the_attempt(
     ]
     assert (repo.repo / "shared.txt").read_text() == "from B\n"
     assert merges_by_item(repo, "HEAD") == {"item_0": 1, "item_1": 1}
+    # What the conflict steps paid is in the job's total (the agents themselves paid nothing).
+    latest = json.loads((repo.job_dir(job) / "latest.json").read_text())
+    assert latest["cost"]["usd"] == pytest.approx(0.01)
 
 
 def test_commit_required_without_a_commit_fails_and_the_dlq_names_the_worktree(
