@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dotenv.parser import parse_stream
-
 from prodigy.errors import MissingVariable
 from prodigy.interpolate import referenced_names, render
 
@@ -204,6 +202,8 @@ def read_env_file(path: Path, shown: str) -> dict[str, str]:
             f"the env file is not UTF-8 text (bad byte at offset {exc.start})", at=shown
         ) from None
     values: dict[str, str] = {}
+    from dotenv.parser import parse_stream  # only for a workflow with env_files (15 ms)
+
     for binding in parse_stream(io.StringIO(text)):
         # python-dotenv counts blank lines before a binding as part of it.
         original = binding.original.string

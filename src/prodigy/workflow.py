@@ -6,7 +6,6 @@ one WorkflowError sentence prefixed by `FILE:LINE:COLUMN: ` pointing at the offe
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 import re
@@ -800,6 +799,8 @@ def _problem_from_error(tree: CommentedMap, error: Any) -> _Problem:
 
 def _unknown_key(key: str | int, parent_loc: Sequence[str | int], where: str) -> str:
     allowed = _allowed_keys(parent_loc)
+    import difflib  # only to suggest a name for a misspelt key
+
     guess = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
     place = "at the top level" if where == "the workflow" else f"in {where}"
     if guess:
