@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prodigy.store import directory_size
+
 WORKFLOW = """\
 name: health
 mode: mapreduce
@@ -69,17 +71,6 @@ def rss_of(pid: int) -> int | None:
     except OSError:
         return None
     return None
-
-
-def directory_size(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-    return total
 
 
 def items_done(job_dir: Path | None) -> int:

@@ -130,6 +130,16 @@ class Workspace:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         return {**env, "PRODIGY_HOME": str(self.home)}
 
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """`prodigy ARGS` in the repository, in a process group of its own (to kill whole)."""
+        return subprocess.Popen(
+            [*prodigy_command(), *args],
+            cwd=self.repo,
+            env=self.env(),
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
     def job_dir(self) -> Path:
         jobs = list(self.home.glob("state/*/mapreduce/jobs/*"))
         if len(jobs) != 1:
@@ -192,13 +202,7 @@ class CookRun:
 
 def cook(space: Workspace) -> CookRun:
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [*prodigy_command(), "cook", "workflow.yaml"],
-        cwd=space.repo,
-        env=space.env(),
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = space.start("cook", "workflow.yaml")
     rss = PeakRss(proc.pid)
     code = proc.wait()
     seconds = time.perf_counter() - started
@@ -294,13 +298,7 @@ def audit(space: Workspace, job: Path, resumed_pid: int, done: set[int]) -> Audi
 
 def kill_half_way_then_resume(space: Workspace, timeout: float) -> ResumeRun:
     """Cook, SIGKILL the whole process group once half the items succeeded, resume to the end."""
-    proc = subprocess.Popen(
-        [*prodigy_command(), "cook", "workflow.yaml"],
-        cwd=space.repo,
-        env=space.env(),
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = space.start("cook", "workflow.yaml")
     rss = PeakRss(proc.pid)
     job: list[Path] = []
 
@@ -321,13 +319,7 @@ def kill_half_way_then_resume(space: Workspace, timeout: float) -> ResumeRun:
     (space.repo / "resumed").touch()
     marker = space.repo / "first-agent"
     started = time.perf_counter()
-    resumed = subprocess.Popen(
-        [*prodigy_command(), "resume-job", job[0].name],
-        cwd=space.repo,
-        env=space.env(),
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    resumed = space.start("resume-job", job[0].name)
     resume_rss = PeakRss(resumed.pid)
     ours = f"{resumed.pid}\n"
 
