@@ -291,16 +291,21 @@ def _path(loc: tuple[str | int, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def _unreadable(exc: OSError) -> str:
+    """Why a file named in the workflow could not be read, as the end of a sentence."""
+    if isinstance(exc, FileNotFoundError):
+        return "is not found"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    return f"cannot be read ({exc.strerror or exc})"
+
+
 def _load_env_file(base_dir: Path, name: str, index: int) -> dict[str, str]:
     path = base_dir / name
     try:
         return read_env_file(path, str(path))
-    except FileNotFoundError:
-        reason = "is not found"
-    except IsADirectoryError:
-        reason = "is a directory"
     except OSError as exc:
-        reason = f"cannot be read ({exc.strerror or exc})"
+        reason = _unreadable(exc)
     raise EnvironmentProblem(
         f"env_files[{index}]: the env file '{name}' {reason} (looked for {path}); create it or "
         "remove it from env_files",
@@ -343,12 +348,8 @@ def _secret_value(
     path = base_dir / source.key
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        reason = "is not found"
-    except IsADirectoryError:
-        reason = "is a directory"
     except OSError as exc:
-        reason = f"cannot be read ({exc.strerror or exc})"
+        reason = _unreadable(exc)
     else:
         try:
             text = data.decode("utf-8")
