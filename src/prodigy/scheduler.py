@@ -220,7 +220,7 @@ class MapScheduler:
         result = await self.run_attempt(item, attempt)
         if self.interrupts.explains(result):
             return None  # cut short by the interrupt: not a failure, not counted
-        plain = result.ok and (result.branch is None or self.integrate is None)
+        plain = result.ok and self._integration(result) is None
         if plain and len(self._unrecorded) < self.rules.max_parallel:
             # A plain success frees its slot now: the next agent starts while the record is
             # made durable (it counts only then). It cannot stop the run or ask for a retry,
@@ -233,10 +233,8 @@ class MapScheduler:
         return await self._conclude(index, result, queued=False)
 
     def _record_later(self, index: int, result: Attempt) -> None:
-        task = asyncio.ensure_future(self._merge_and_record(index, result, queued=False))
-        self._records.add(task)
+        task = self._record(index, result, queued=False)
         self._unrecorded.add(task)
-        task.add_done_callback(self._recorded)
         task.add_done_callback(lambda done: self._recorded_later(index, done))
 
     def _recorded_later(self, index: int, task: asyncio.Task[Outcome | None]) -> None:
@@ -247,10 +245,18 @@ class MapScheduler:
     async def _conclude(self, index: int, result: Attempt, queued: bool) -> Outcome | None:
         """Merge (when isolated) and record an ended attempt. Once a result exists this runs
         to its end even if an interrupt arrives meanwhile (shielded, and awaited by `run`)."""
+        return await asyncio.shield(self._record(index, result, queued))
+
+    def _record(self, index: int, result: Attempt, queued: bool) -> asyncio.Task[Outcome | None]:
         task = asyncio.ensure_future(self._merge_and_record(index, result, queued))
         self._records.add(task)
         task.add_done_callback(self._recorded)
-        return await asyncio.shield(task)
+        return task
+
+    def _integration(self, result: Attempt) -> Integrate | None:
+        """How this ended attempt is merged before it is recorded (worktree isolation), if it
+        is: a success with a branch, in a run that integrates."""
+        return self.integrate if result.ok and result.branch is not None else None
 
     def _recorded(self, task: asyncio.Task[Outcome | None]) -> None:
         self._records.discard(task)
@@ -260,12 +266,13 @@ class MapScheduler:
             self.interrupts.fail(task.exception() or RuntimeError())
 
     async def _merge_and_record(self, index: int, result: Attempt, queued: bool) -> Outcome | None:
-        if result.ok and result.branch is not None and self.integrate is not None:
+        integrate = self._integration(result)
+        if integrate is not None:
             # Durable before the merge: after a crash, resume merges it (or finds it merged)
             # instead of running the agent again.
             if not queued and not await self.recorder.record(MergeQueued(index, result)):
                 return None
-            result = await self.integrate(self.items.get(index), result, queued)
+            result = await integrate(self.items.get(index), result, queued)
         outcome = decide_outcome(
             result.ok,
             result.attempt,
