@@ -22,6 +22,22 @@ ROOT = Path(__file__).resolve().parent.parent
 FAKE_CLAUDE = ROOT / "tests" / "fake_claude.py"
 JOB_ID = re.compile(r"mapreduce-\d{8}-\d{6}(?:-\d+)?")
 
+# Items 0-4 succeed; the others fail (one attempt, to the DLQ) until a file `fixed` exists.
+# Each success appends its id to `ledger.log`.
+FIXABLE_WORKFLOW = """\
+name: fixable
+mode: mapreduce
+map:
+  input: items.json
+  isolation: none
+  max_parallel: 2
+  agent_template:
+    - shell: "test ${item} -lt 5 || test -f fixed"
+    - shell: "echo ${item_id} >> ledger.log"
+error_policy:
+  retry_config: {max_attempts: 1, initial_delay: 0}
+"""
+
 
 def prodigy_executable() -> list[str]:
     exe = shutil.which("prodigy", path=str(Path(sys.executable).parent))

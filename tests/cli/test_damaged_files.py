@@ -20,21 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, job_id_of, make_world
-
-WORKFLOW = """\
-name: damaged
-mode: mapreduce
-map:
-  input: items.json
-  isolation: none
-  max_parallel: 2
-  agent_template:
-    - shell: "test ${item} -lt 5 || test -f fixed"
-    - shell: "echo ${item_id} >> ledger.log"
-error_policy:
-  retry_config: {max_attempts: 1, initial_delay: 0}
-"""
+from conftest import FIXABLE_WORKFLOW, Env, job_id_of, make_world
 
 
 @dataclass
@@ -58,7 +44,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Job, Path]:
     """One real job per module (and xdist worker), and a copy of its PRODIGY_HOME."""
     world = make_world(tmp_path_factory.mktemp("damaged"))
     world.write_json("items.json", list(range(8)))
-    world.write("wf.yaml", WORKFLOW)
+    world.write("wf.yaml", FIXABLE_WORKFLOW)
     cooked = world.run("cook", "wf.yaml")
     assert cooked.returncode == 3, cooked.stdout + cooked.stderr
     snapshot = world.home.with_name("home-snapshot")

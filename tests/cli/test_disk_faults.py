@@ -12,7 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, job_id_of, wait_for
+from conftest import FIXABLE_WORKFLOW, Env, job_id_of, wait_for
+
+
+def resume_runs_each_once(world: Env, job: str, log: str, items: int, recorded: set[int]) -> None:
+    """`resume-job` finishes the job: every item is in the agents' `log`, and each item the
+    journal had recorded as succeeded is there exactly once (it did not run again)."""
+    resumed = world.run("resume-job", job)
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    ran = (world.repo / log).read_text().split()
+    assert set(ran) == {f"item_{n}" for n in range(items)}
+    for index in recorded:
+        assert ran.count(f"item_{index}") == 1, f"recorded item_{index} ran again"
 
 
 def succeeded_indexes(journal: Path, since: int = 0) -> set[int]:
@@ -81,13 +93,7 @@ def test_a_full_disk_stops_the_run_with_one_sentence_and_the_job_resumes(
     assert recorded, "some completions were recorded before the disk filled"
 
     subprocess.run(["mount", "-o", "remount,size=20m", str(tiny_home)], check=True)
-    resumed = world.run("resume-job", job)
-
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    runs = (world.repo / "runs.log").read_text().split()
-    assert set(runs) == {f"item_{n}" for n in range(300)}
-    for index in recorded:
-        assert runs.count(f"item_{index}") == 1, "a recorded item ran again"
+    resume_runs_each_once(world, job, "runs.log", 300, recorded)
 
 
 # ---- a state directory that turns read-only mid-run ------------------------------------------
@@ -176,30 +182,10 @@ def test_a_state_directory_turned_read_only_stops_the_run_and_the_job_resumes(
     recorded = succeeded_indexes(state_dir / "journal.jsonl")
     assert set(range(6)) <= recorded, "completions recorded before the fault were kept"
 
-    resumed = world.run("resume-job", job)
-
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    ledger = (world.repo / "ledger.log").read_text().split()
-    assert set(ledger) == {f"item_{n}" for n in range(24)}
-    for index in recorded:
-        assert ledger.count(f"item_{index}") == 1, f"recorded item_{index} ran again"
+    resume_runs_each_once(world, job, "ledger.log", 24, recorded)
 
 
 # ---- the events log, and `dlq reprocess`, on a full disk ----------------------------------------
-
-FIXABLE = """\
-name: fixable
-mode: mapreduce
-map:
-  input: items.json
-  isolation: none
-  max_parallel: 2
-  agent_template:
-    - shell: "test ${item} -lt 5 || test -f fixed"
-    - shell: "echo ${item_id} >> ledger.log"
-error_policy:
-  retry_config: {max_attempts: 1, initial_delay: 0}
-"""
 
 
 def _mount_tmpfs(path: Path, size: int) -> None:
@@ -230,7 +216,7 @@ def test_a_full_disk_under_the_events_log_stops_the_run_in_one_sentence(
     world: Env, tmp_path: Path, mounts: list[Path]
 ) -> None:
     world.write_json("items.json", list(range(40)))
-    world.write("wf.yaml", FIXABLE)
+    world.write("wf.yaml", FIXABLE_WORKFLOW)
     first = world.run("cook", "wf.yaml")
     assert first.returncode == 3, first.stdout + first.stderr  # 35 items in the DLQ
     job = job_id_of(first.stdout)
@@ -258,13 +244,7 @@ def test_a_full_disk_under_the_events_log_stops_the_run_in_one_sentence(
     _whole_lines(events)
 
     assert _run("mount", "-o", "remount,size=4m", str(tiny)).returncode == 0
-    resumed = world.run("resume-job", job)
-
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    ledger = (world.repo / "ledger.log").read_text().split()
-    assert set(ledger) == {f"item_{n}" for n in range(40)}
-    for index in recorded:
-        assert ledger.count(f"item_{index}") == 1, f"recorded item_{index} ran again"
+    resume_runs_each_once(world, job, "ledger.log", 40, recorded)
     logged = _whole_lines(events)
     assert logged[-1]["type"] == "job_completed"
 
@@ -291,7 +271,7 @@ def test_a_full_disk_during_dlq_reprocess_loses_nothing_and_the_job_resumes(
     mounts.append(home)
     world.env["PRODIGY_HOME"] = str(home)
     world.write_json("items.json", list(range(30)))
-    world.write("wf.yaml", FIXABLE)
+    world.write("wf.yaml", FIXABLE_WORKFLOW)
     first = world.run("cook", "wf.yaml")
     assert first.returncode == 3, first.stdout + first.stderr
     job = job_id_of(first.stdout)
@@ -336,10 +316,4 @@ def test_a_full_disk_during_dlq_reprocess_loses_nothing_and_the_job_resumes(
     recorded = succeeded_indexes(journal, len(kept))
 
     filler.unlink()
-    resumed = world.run("resume-job", job)
-
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    ledger = (world.repo / "ledger.log").read_text().split()
-    assert set(ledger) == {f"item_{n}" for n in range(30)}
-    for index in recorded:
-        assert ledger.count(f"item_{index}") == 1, f"recorded item_{index} ran again"
+    resume_runs_each_once(world, job, "ledger.log", 30, recorded)
