@@ -116,6 +116,24 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "co
         time.sleep(0.02)
 
 
+def alive(pid: int) -> bool:
+    """Running or sleeping; a zombie counts as gone (PID 1 may never reap it here)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"
+
+
+def wait_gone(pid: int, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def line_count(path: Path) -> int:
     try:
         return len(path.read_text().splitlines())

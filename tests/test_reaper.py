@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
+
+from conftest import alive, wait_gone
+
+GONE_WITHIN = 10.0  # seconds for the reaper to wake and kill what its table lists
 
 # Coordinators: each starts sleepers in groups of their own, lists some with the reaper, prints
 # their pids and dies without closing anything (as by kill -9).
@@ -44,23 +46,6 @@ _COORDINATOR = _SLEEPERS.format(
 )
 
 
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
-
-
-def wait_gone(pid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_the_groups_listed_when_the_coordinator_dies_are_killed_and_no_others() -> None:
     done = subprocess.run(
         [sys.executable, "-c", _COORDINATOR], capture_output=True, text=True, timeout=60
@@ -68,7 +53,7 @@ def test_the_groups_listed_when_the_coordinator_dies_are_killed_and_no_others() 
     assert done.returncode == 0, done.stderr
     first, forgotten, forgotten_too, reused = map(int, done.stdout.split())
     try:
-        assert wait_gone(first) and wait_gone(reused)
+        assert wait_gone(first, GONE_WITHIN) and wait_gone(reused, GONE_WITHIN)
         assert alive(forgotten) and alive(forgotten_too)
     finally:
         for pid in (first, forgotten, forgotten_too, reused):
@@ -92,7 +77,7 @@ def test_a_group_listed_after_the_table_grew_is_killed_too() -> None:
     assert done.returncode == 0, done.stderr
     groups = list(map(int, done.stdout.split()))
     try:
-        assert len(groups) == 3 and all(wait_gone(pid) for pid in groups)
+        assert len(groups) == 3 and all(wait_gone(pid, GONE_WITHIN) for pid in groups)
     finally:
         for pid in groups:
             with contextlib.suppress(ProcessLookupError):

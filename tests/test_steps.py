@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import wait_gone
 from prodigy.steps import (
     OutputTail,
     StepContext,
@@ -53,24 +54,6 @@ def run(step: StepSpec, ctx: StepContext) -> StepOutcome:
 
 def shell(command: str, **kwargs: Any) -> StepSpec:
     return StepSpec(kind="shell", command=command, **kwargs)
-
-
-def alive(pid: int) -> bool:
-    """Running or sleeping; a zombie counts as gone (PID 1 may never reap it here)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
-
-
-def wait_gone(pid: int, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def read_pid(path: Path) -> int:
