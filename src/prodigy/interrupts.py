@@ -21,6 +21,9 @@ from prodigy.state import Attempt
 T = TypeVar("T")
 
 DEFAULT_GRACE_SECONDS = 5.0
+# How long a step that died of SIGINT/SIGTERM waits for prodigy's own handler of that signal.
+SIGNAL_SETTLE_SECONDS = 0.2
+_DIED_OF_INTERRUPT = frozenset({128 + signal.SIGINT, 128 + signal.SIGTERM})
 
 
 def grace_seconds() -> float:
@@ -82,6 +85,17 @@ class Interrupts:
         signal sent to prodigy's process group can reach a child in the instant between its
         fork and its move to a process group of its own."""
         return self.signal is not None and not result.ok and result.exit_code == 128 + self.signal
+
+    async def interrupted(self, result: Attempt) -> bool:
+        """`explains`, once a signal that reached prodigy with the child has been handled.
+
+        The child can die of it and be reaped before prodigy's own handler has run (the handler
+        runs from the event loop, a few iterations after the signal arrives; found by the kill
+        soak). A step that died of SIGINT or SIGTERM is only judged after a short wait.
+        """
+        if not self.explains(result) and not result.ok and result.exit_code in _DIED_OF_INTERRUPT:
+            await asyncio.sleep(SIGNAL_SETTLE_SECONDS)
+        return self.explains(result)
 
     def fatal_message(self) -> str | None:
         if self.fatal is None:

@@ -218,7 +218,7 @@ class MapScheduler:
         attempt = self.state.attempts[index] + 1
         self.events.emit(AgentStarted(item_id=item.id, attempt=attempt))
         result = await self.run_attempt(item, attempt)
-        if self.interrupts.explains(result):
+        if await self.interrupts.interrupted(result):
             return None  # cut short by the interrupt: not a failure, not counted
         plain = result.ok and self._integration(result) is None
         if plain and len(self._unrecorded) < self.rules.max_parallel:
