@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,9 @@ class GitResult:
     err: str
 
 
+_KILLED_BY_INTERRUPT = frozenset({-signal.SIGINT, -signal.SIGTERM})
+
+
 class Git:
     """git in one repository (or worktree) directory."""
 
@@ -63,6 +67,18 @@ class Git:
             )
 
     async def run(self, *args: str, check: bool = True) -> GitResult:
+        code, out, err = await self._run_once(args)
+        if code in _KILLED_BY_INTERRUPT:
+            # A SIGINT/SIGTERM to prodigy's process group reached git between its fork and its
+            # setsid, before it ran (the kill soak found a `worktree add` so killed failing the
+            # run): git did nothing, so it runs again, out of reach this time.
+            code, out, err = await self._run_once(args)
+        result = GitResult(code, out.decode(errors="replace"), err.decode())
+        if check and result.code != 0:
+            raise GitError(args, result.code, result.err or result.out)
+        return result
+
+    async def _run_once(self, args: tuple[str, ...]) -> tuple[int, bytes, bytes]:
         proc = await asyncio.create_subprocess_exec(
             "git",
             *args,
@@ -78,10 +94,7 @@ class Git:
             start_new_session=True,
         )
         out, err = await proc.communicate()
-        result = GitResult(proc.returncode or 0, out.decode(errors="replace"), err.decode())
-        if check and result.code != 0:
-            raise GitError(args, result.code, result.err or result.out)
-        return result
+        return proc.returncode or 0, out, err
 
     async def out(self, *args: str) -> str:
         return (await self.run(*args)).out.strip()
