@@ -13,6 +13,7 @@ from prodigy.state import (
     ItemStatus,
     JobEnded,
     JobState,
+    MergeStepsEnded,
     Record,
     ReduceStepCompleted,
     Requeued,
@@ -170,6 +171,7 @@ record_strategy = st.one_of(
         st.integers(1, 9),
     ),
     st.builds(lambda s: ReduceStepCompleted(step=s, outputs={}), st.integers(0, 2)),
+    st.builds(lambda usd: MergeStepsEnded(Spend(cost_usd=usd)), st.sampled_from([0.25, 1.5])),
     st.builds(lambda s: JobEnded(status=s), st.sampled_from(["completed", "interrupted"])),
 )
 

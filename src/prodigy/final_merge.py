@@ -21,6 +21,7 @@ from prodigy.display import plural
 from prodigy.events import EventLog, JobMerged
 from prodigy.git import Git
 from prodigy.job import JobMetadata
+from prodigy.state import MergeStepsEnded
 from prodigy.steps import StepContext
 from prodigy.worktree import current_branch, parent_branch, parent_path
 
@@ -154,14 +155,18 @@ def merge_steps(run: RunContext) -> MergeSteps:
             run.job.scratch,
             masker=run.workflow.masker,
         )
+        done = SequenceResult()
         try:
             async with asyncio.timeout(run.workflow.merge.timeout):
-                done = await run.executor.run_steps(
-                    run.workflow.merge.steps, ctx, 0, None, lambda: False, SequenceResult()
+                await run.executor.run_steps(
+                    run.workflow.merge.steps, ctx, 0, None, lambda: False, done
                 )
             failure = done.failure_sentence()
         except TimeoutError:
             failure = f"they took longer than {run.workflow.merge.timeout:g}s"
+        if done.spend:
+            # What they paid, steps cut short by the timeout included, is in the job's total.
+            await run.recorder.record(MergeStepsEnded(done.spend))
         if failure is not None:
             return MergeResult(
                 "refused",

@@ -131,6 +131,13 @@ class ReduceStepCompleted(
     spend: Spend = NO_SPEND
 
 
+class MergeStepsEnded(msgspec.Struct, frozen=True, tag="merge_steps_ended"):
+    """The workflow's `merge:` steps ran at the final merge (after the job's last attempt):
+    what they cost is part of the job's."""
+
+    spend: Spend
+
+
 class RolledBack(msgspec.Struct, frozen=True, tag="rolled_back"):
     to_version: int
 
@@ -150,6 +157,7 @@ Record = (
     | MergeQueued
     | Requeued
     | ReduceStepCompleted
+    | MergeStepsEnded
     | RolledBack
     | JobEnded
 )
@@ -365,6 +373,8 @@ def apply_record(state: JobState, record: Record) -> None:
     elif isinstance(record, ReduceStepCompleted):
         state.reduce_done = max(state.reduce_done, record.step + 1)
         state.reduce_outputs.update(record.outputs)
+        state.spent += record.spend
+    elif isinstance(record, MergeStepsEnded):
         state.spent += record.spend
     elif isinstance(record, JobEnded):
         state.ended = record.status

@@ -465,6 +465,7 @@ def test_merge_steps_replace_the_final_git_merge(repo: Env) -> None:
     write_workflow(repo, items)
     custom = (
         "merge:\n"
+        '  - claude: "/review the merge"\n'  # the fake claude reports $0.01
         "  - shell: >-\n"
         "      echo ${merge.session_id} ${merge.source_branch} ${merge.target_branch}\n"
         "      ${merge.commit_count} '${merge.modified_files}' >> $LOGS/merge.log &&\n"
@@ -485,7 +486,14 @@ def test_merge_steps_replace_the_final_git_merge(repo: Env) -> None:
     assert json.loads(logged[4]) == ["f0.txt", "f1.txt"]
     assert git(repo.repo, "log", "-1", "--format=%s").strip() == "custom"
     assert "with the workflow's merge steps" in result.stdout
-    assert [e["type"] for e in repo.events(job)].count("job_merged") == 1
+    events = repo.events(job)
+    assert [e["type"] for e in events].count("job_merged") == 1
+    # What the merge steps paid is in the job's total (the agents themselves paid nothing),
+    # recorded before the job ended: a resume reads the same total back.
+    latest = json.loads((repo.job_dir(job) / "latest.json").read_text())
+    assert latest["cost"]["usd"] == pytest.approx(0.01)
+    completed = next(e for e in events if e["type"] == "job_completed")
+    assert completed["cost_usd"] == pytest.approx(0.01)
 
 
 def test_dlq_reprocess_merges_into_the_job_branch_and_offers_the_final_merge(repo: Env) -> None:
