@@ -133,16 +133,11 @@ class ItemsFile:
             self._offsets = array("Q", [0])
             self._offsets.extend(itertools.accumulate(map(len, file)))
         size = self._offsets[-1]
-        if size and self._last_byte(size) != b"\n":
+        if size and _byte_before(self.path, size) != b"\n":
             raise items_damaged(path, "is cut short: its last line is incomplete")
         self._fd = os.open(path, os.O_RDONLY)
         self._block: tuple[int, bytes] = (0, b"")
         self.ids = ItemIds(self)
-
-    def _last_byte(self, size: int) -> bytes:
-        with self.path.open("rb") as file:
-            file.seek(size - 1)
-            return file.read(1)
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -203,11 +198,15 @@ def load_run_state(job: JobDir, checkpoint: CheckpointDocument | None) -> JobSta
     return state
 
 
+def _byte_before(path: Path, offset: int) -> bytes:
+    with path.open("rb") as file:
+        file.seek(offset - 1)
+        return file.read(1)
+
+
 def _is_record_boundary(path: Path, offset: int) -> bool:
     try:
-        with path.open("rb") as file:
-            file.seek(offset - 1)
-            return file.read(1) == b"\n"
+        return _byte_before(path, offset) == b"\n"
     except FileNotFoundError:
         raise StateError(
             f"The journal {path} is missing, so its state cannot be rebuilt."
