@@ -15,7 +15,7 @@ import time
 from array import array
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -218,11 +218,19 @@ def _runs(data: bytes | bytearray, size: int) -> list[tuple[bytes, int]]:
             segments += [(mid, hi), (lo, mid)]
             continue
         for value, count in found:
-            if runs and runs[-1][0] == value:
-                runs[-1] = (value, runs[-1][1] + count)
-            else:
-                runs.append((value, count))
+            _add_run(runs, value, count)
     return runs
+
+
+_V = TypeVar("_V")
+
+
+def _add_run(runs: list[tuple[_V, int]], value: _V, count: int) -> None:
+    """Append a run, or lengthen the last one when it holds the same value."""
+    if runs and runs[-1][0] == value:
+        runs[-1] = (value, runs[-1][1] + count)
+    else:
+        runs.append((value, count))
 
 
 def status_ranges(status: bytearray) -> dict[ItemStatus, list[Range]]:
@@ -243,11 +251,7 @@ def value_runs(values: array[int]) -> list[Run]:
     runs: list[Run] = []
     for lo in range(0, len(values), _CHUNK):
         for raw, count in _runs(values[lo : lo + _CHUNK].tobytes(), values.itemsize):
-            value = int.from_bytes(raw, sys.byteorder)
-            if runs and runs[-1][0] == value:
-                runs[-1] = (value, runs[-1][1] + count)
-            else:
-                runs.append((value, count))
+            _add_run(runs, int.from_bytes(raw, sys.byteorder), count)
     return runs
 
 
